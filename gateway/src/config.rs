@@ -1,0 +1,516 @@
+//! The `Config` tree: defaults, a YAML file, `MESHGATE_*` / `LINKERD2_PROXY_*` environment and
+//! CLI flags (in rising precedence), and `validate()` that reports every problem at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_norway::{Mapping, Value};
+
+use crate::target::{DEFAULT_SUFFIX, Suffixes, Target};
+
+/// Exit status for a bad configuration (`EX_USAGE`, as Linkerd uses).
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// Where environment variables come from; tests pass a `HashMap`, the binary the process env.
+pub trait EnvSource {
+    /// The value of `name`, if set and valid UTF-8.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl EnvSource for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration of `meshgate run`. Every field is a YAML key of the same name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data listener (mTLS from remote proxies).
+    pub listen: SocketAddr,
+    /// Admin listener (`/ready`, `/live`, `/metrics`).
+    pub admin_listen: SocketAddr,
+    /// The gateway's certificate chain (leaf first), PEM.
+    pub cert: Option<PathBuf>,
+    /// The gateway's private key, PEM (PKCS#8, SEC1 or PKCS#1).
+    pub key: Option<PathBuf>,
+    /// The trust-anchor bundle, PEM, one or more roots.
+    pub trust_anchors: Option<PathBuf>,
+    /// The trust-anchor bundle as PEM text (`LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_anchors_pem: Option<String>,
+    /// A directory holding `tls.crt`, `tls.key` and `ca.crt` (a mounted `kubernetes.io/tls` secret).
+    pub identity_dir: Option<PathBuf>,
+    /// DNS suffixes targets must end with; `.` allows every name.
+    pub gateway_suffixes: Vec<String>,
+    /// Static endpoints: `name:port` → addresses. Overrides DNS for those targets.
+    pub endpoints: BTreeMap<String, Vec<SocketAddr>>,
+    /// Deadline for the TLS handshake (and, for header sessions, the transport header).
+    #[serde(with = "humantime_serde")]
+    pub detect_timeout: Duration,
+    /// Deadline for one upstream TCP connect.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Most downstream connections open at once; more are refused and counted.
+    pub max_connections: usize,
+    /// How long a drain may take before the process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace_period: Duration,
+    /// Data-plane worker threads (default: the number of cores).
+    pub workers: Option<usize>,
+    /// Log filter, e.g. `info` or `meshgate=debug,info`.
+    pub log: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4143)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 4191)),
+            cert: None,
+            key: None,
+            trust_anchors: None,
+            trust_anchors_pem: None,
+            identity_dir: None,
+            gateway_suffixes: vec![DEFAULT_SUFFIX.to_owned()],
+            endpoints: BTreeMap::new(),
+            detect_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+            pool_idle_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+            shutdown_grace_period: Duration::from_secs(120),
+            workers: None,
+            log: "info".to_owned(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// How a key's value is written in an environment variable or a flag.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// Taken as a string (addresses, paths, durations, PEM text).
+    Text,
+    /// A non-negative integer.
+    Number,
+    /// A comma-separated list.
+    List,
+    /// Comma-separated `name:port=ip:port` pairs; one name may repeat.
+    Endpoints,
+}
+
+/// Every key: YAML name, shape, environment variables (first set wins).
+const KEYS: &[(&str, Shape, &[&str])] = &[
+    (
+        "listen",
+        Shape::Text,
+        &[ENV_LISTEN, "LINKERD2_PROXY_INBOUND_LISTEN_ADDR"],
+    ),
+    (
+        "admin_listen",
+        Shape::Text,
+        &[ENV_ADMIN_LISTEN, "LINKERD2_PROXY_ADMIN_LISTEN_ADDR"],
+    ),
+    ("cert", Shape::Text, &[ENV_CERT]),
+    ("key", Shape::Text, &[ENV_KEY]),
+    ("trust_anchors", Shape::Text, &[ENV_TRUST_ANCHORS]),
+    (
+        "trust_anchors_pem",
+        Shape::Text,
+        &["LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS"],
+    ),
+    ("identity_dir", Shape::Text, &[ENV_IDENTITY_DIR]),
+    (
+        "gateway_suffixes",
+        Shape::List,
+        &[
+            ENV_GATEWAY_SUFFIXES,
+            "LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES",
+        ],
+    ),
+    ("endpoints", Shape::Endpoints, &[ENV_ENDPOINTS]),
+    (
+        "detect_timeout",
+        Shape::Text,
+        &[ENV_DETECT_TIMEOUT, "LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT"],
+    ),
+    (
+        "connect_timeout",
+        Shape::Text,
+        &[
+            ENV_CONNECT_TIMEOUT,
+            "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT",
+        ],
+    ),
+    ("pool_idle_timeout", Shape::Text, &[ENV_POOL_IDLE_TIMEOUT]),
+    ("max_connections", Shape::Number, &[ENV_MAX_CONNECTIONS]),
+    (
+        "shutdown_grace_period",
+        Shape::Text,
+        &[
+            ENV_SHUTDOWN_GRACE_PERIOD,
+            "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD",
+        ],
+    ),
+    ("workers", Shape::Number, &[ENV_WORKERS]),
+    ("log", Shape::Text, &[ENV_LOG, "LINKERD2_PROXY_LOG"]),
+    (
+        "log_format",
+        Shape::Text,
+        &[ENV_LOG_FORMAT, "LINKERD2_PROXY_LOG_FORMAT"],
+    ),
+];
+
+/// `--listen`.
+pub const ENV_LISTEN: &str = "MESHGATE_LISTEN";
+/// `--admin-listen`.
+pub const ENV_ADMIN_LISTEN: &str = "MESHGATE_ADMIN_LISTEN";
+/// `--cert`.
+pub const ENV_CERT: &str = "MESHGATE_CERT";
+/// `--key`.
+pub const ENV_KEY: &str = "MESHGATE_KEY";
+/// `--trust-anchors`.
+pub const ENV_TRUST_ANCHORS: &str = "MESHGATE_TRUST_ANCHORS";
+/// `--identity-dir`.
+pub const ENV_IDENTITY_DIR: &str = "MESHGATE_IDENTITY_DIR";
+/// `--gateway-suffixes`.
+pub const ENV_GATEWAY_SUFFIXES: &str = "MESHGATE_GATEWAY_SUFFIXES";
+/// `--endpoint` (comma-separated).
+pub const ENV_ENDPOINTS: &str = "MESHGATE_ENDPOINTS";
+/// Handshake + detect deadline.
+pub const ENV_DETECT_TIMEOUT: &str = "MESHGATE_DETECT_TIMEOUT";
+/// Upstream connect deadline.
+pub const ENV_CONNECT_TIMEOUT: &str = "MESHGATE_CONNECT_TIMEOUT";
+/// Upstream pool idle timeout.
+pub const ENV_POOL_IDLE_TIMEOUT: &str = "MESHGATE_POOL_IDLE_TIMEOUT";
+/// Connection limit.
+pub const ENV_MAX_CONNECTIONS: &str = "MESHGATE_MAX_CONNECTIONS";
+/// Drain deadline.
+pub const ENV_SHUTDOWN_GRACE_PERIOD: &str = "MESHGATE_SHUTDOWN_GRACE_PERIOD";
+/// Worker threads.
+pub const ENV_WORKERS: &str = "MESHGATE_WORKERS";
+/// `--log`.
+pub const ENV_LOG: &str = "MESHGATE_LOG";
+/// `--log-format`.
+pub const ENV_LOG_FORMAT: &str = "MESHGATE_LOG_FORMAT";
+/// `--config`.
+pub const ENV_CONFIG: &str = "MESHGATE_CONFIG";
+
+/// Values given on the command line, as `(key, text)` pairs in flag order; they win over all else.
+pub type Overrides = Vec<(&'static str, String)>;
+
+/// Every problem found while loading or validating; printed one per line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<String>);
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+impl Config {
+    /// Loads defaults ← `file` (YAML) ← environment ← `overrides`, then validates.
+    ///
+    /// # Errors
+    /// Every problem at once: unreadable file, YAML syntax, unknown keys, bad values, and the
+    /// checks of [`Config::validate`].
+    pub fn load(
+        file: Option<&Path>,
+        env: &impl EnvSource,
+        overrides: &Overrides,
+    ) -> Result<Config, Problems> {
+        let mut config = Config::default();
+        let mut problems = Vec::new();
+        if let Some(path) = file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => config.apply_yaml(&path.display().to_string(), &text, &mut problems),
+                Err(e) => problems.push(format!("config file {}: {e}", path.display())),
+            }
+        }
+        for (key, shape, vars) in KEYS {
+            if let Some((var, text)) = vars.iter().find_map(|v| env.get(v).map(|t| (*v, t))) {
+                config.apply(key, text_value(*shape, &text), var, &mut problems);
+            }
+        }
+        for (key, text) in overrides {
+            let shape = KEYS
+                .iter()
+                .find(|k| k.0 == *key)
+                .map_or(Shape::Text, |k| k.1);
+            config.apply(
+                key,
+                text_value(shape, text),
+                &format!("--{}", key.replace('_', "-")),
+                &mut problems,
+            );
+        }
+        problems.extend(config.validate().0);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    fn apply_yaml(&mut self, what: &str, text: &str, problems: &mut Vec<String>) {
+        let value: Value = match serde_norway::from_str(text) {
+            Ok(Value::Null) => return,
+            Ok(v) => v,
+            Err(e) => return problems.push(format!("{what}: {e}")),
+        };
+        let Value::Mapping(map) = value else {
+            return problems.push(format!("{what}: the top level must be a mapping of keys"));
+        };
+        for (key, value) in map {
+            match key.as_str() {
+                Some(key) if KEYS.iter().any(|k| k.0 == key) => {
+                    self.apply(key, value, &format!("{what}: {key}"), problems)
+                }
+                _ => problems.push(format!(
+                    "{what}: unknown key {} (known keys: {})",
+                    serde_norway::to_string(&key).unwrap_or_default().trim(),
+                    KEYS.iter().map(|k| k.0).collect::<Vec<_>>().join(", ")
+                )),
+            }
+        }
+    }
+
+    /// Sets one key from a YAML value, recording a problem (naming `source`) when it does not fit.
+    fn apply(&mut self, key: &str, value: Value, source: &str, problems: &mut Vec<String>) {
+        fn set<T: DeserializeOwned>(
+            slot: &mut T,
+            value: Value,
+            source: &str,
+            problems: &mut Vec<String>,
+        ) {
+            match serde_norway::from_value(value) {
+                Ok(v) => *slot = v,
+                Err(e) => problems.push(format!("{source}: {e}")),
+            }
+        }
+        match key {
+            "listen" => set(&mut self.listen, value, source, problems),
+            "admin_listen" => set(&mut self.admin_listen, value, source, problems),
+            "cert" => set(&mut self.cert, value, source, problems),
+            "key" => set(&mut self.key, value, source, problems),
+            "trust_anchors" => set(&mut self.trust_anchors, value, source, problems),
+            "trust_anchors_pem" => set(&mut self.trust_anchors_pem, value, source, problems),
+            "identity_dir" => set(&mut self.identity_dir, value, source, problems),
+            "gateway_suffixes" => set(&mut self.gateway_suffixes, value, source, problems),
+            "endpoints" => set(&mut self.endpoints, value, source, problems),
+            "detect_timeout" => set_duration(&mut self.detect_timeout, value, source, problems),
+            "connect_timeout" => set_duration(&mut self.connect_timeout, value, source, problems),
+            "pool_idle_timeout" => {
+                set_duration(&mut self.pool_idle_timeout, value, source, problems)
+            }
+            "max_connections" => set(&mut self.max_connections, value, source, problems),
+            "shutdown_grace_period" => {
+                set_duration(&mut self.shutdown_grace_period, value, source, problems)
+            }
+            "workers" => set(&mut self.workers, value, source, problems),
+            "log" => set(&mut self.log, value, source, problems),
+            "log_format" => set(&mut self.log_format, value, source, problems),
+            other => problems.push(format!("{source}: unknown key {other}")),
+        }
+    }
+
+    /// Checks the combined values; returns every problem (empty when valid).
+    pub fn validate(&self) -> Problems {
+        let mut problems = Vec::new();
+        if self.listen == self.admin_listen {
+            problems.push(format!("listen and admin_listen are both {}", self.listen));
+        }
+        match (&self.identity_dir, &self.cert, &self.key) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            (Some(_), _, _) => problems.push(
+                "identity_dir and cert/key are both set: use one source of credentials".to_owned(),
+            ),
+            (None, Some(_), None) => problems.push("cert is set but key is not".to_owned()),
+            (None, None, Some(_)) => problems.push("key is set but cert is not".to_owned()),
+            (None, None, None) => problems.push(
+                "no credentials: set --cert and --key (with --trust-anchors), or --identity-dir"
+                    .to_owned(),
+            ),
+        }
+        if self.identity_dir.is_none()
+            && self.trust_anchors.is_none()
+            && self.trust_anchors_pem.is_none()
+        {
+            problems.push(
+                "no trust anchors: set --trust-anchors (or LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS)"
+                    .to_owned(),
+            );
+        }
+        let suffixes = match Suffixes::new(&self.gateway_suffixes) {
+            Ok(s) if s.is_empty() => {
+                problems
+                    .push("gateway_suffixes is empty: no target would ever be allowed".to_owned());
+                None
+            }
+            Ok(s) => Some(s),
+            Err(_) => {
+                problems.push(format!(
+                    "gateway_suffixes {:?}: every entry must be a DNS suffix or \".\"",
+                    self.gateway_suffixes
+                ));
+                None
+            }
+        };
+        for (name, addrs) in &self.endpoints {
+            match (name.rsplit_once(':'), &suffixes) {
+                (Some(_), Some(suffixes)) => {
+                    if let Err(e) = Target::parse(name, suffixes) {
+                        problems.push(format!("endpoints: {name:?} is not a usable target: {e}"));
+                    }
+                }
+                (None, _) => problems.push(format!("endpoints: {name:?} must be name:port")),
+                _ => {}
+            }
+            if addrs.is_empty() {
+                problems.push(format!("endpoints: {name:?} has no addresses"));
+            }
+        }
+        for (key, value) in [
+            ("detect_timeout", self.detect_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("pool_idle_timeout", self.pool_idle_timeout),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("{key} must be greater than zero"));
+            }
+        }
+        if self.max_connections == 0 {
+            problems.push("max_connections must be at least 1".to_owned());
+        }
+        if let Some(workers) = self.workers
+            && !(1..=1024).contains(&workers)
+        {
+            problems.push(format!("workers {workers} must be within 1..=1024"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            problems.push(format!("log {:?}: {e}", self.log));
+        }
+        Problems(problems)
+    }
+
+    /// The certificate, key and trust-anchor sources after applying `identity_dir`.
+    pub fn credential_paths(&self) -> (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>) {
+        match &self.identity_dir {
+            Some(dir) => (
+                Some(dir.join("tls.crt")),
+                Some(dir.join("tls.key")),
+                self.trust_anchors
+                    .clone()
+                    .or_else(|| Some(dir.join("ca.crt"))),
+            ),
+            None => (
+                self.cert.clone(),
+                self.key.clone(),
+                self.trust_anchors.clone(),
+            ),
+        }
+    }
+
+    /// The allowlist. Valid after [`Config::validate`] passed.
+    ///
+    /// # Errors
+    /// When an entry is not a DNS suffix.
+    pub fn suffixes(&self) -> Result<Suffixes, crate::target::Error> {
+        Suffixes::new(&self.gateway_suffixes)
+    }
+
+    /// The effective configuration as YAML (PEM text elided).
+    pub fn to_yaml(&self) -> String {
+        let mut shown = self.clone();
+        if shown.trust_anchors_pem.is_some() {
+            shown.trust_anchors_pem =
+                Some("<PEM from LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS>".to_owned());
+        }
+        serde_norway::to_string(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn set_duration(slot: &mut Duration, value: Value, source: &str, problems: &mut Vec<String>) {
+    let text = match value {
+        Value::String(s) => s,
+        // A bare number is taken as seconds.
+        Value::Number(n) if n.as_u64().is_some() => format!("{n}s"),
+        other => {
+            return problems.push(format!(
+                "{source}: expected a duration such as \"10s\" or \"500ms\", got {}",
+                serde_norway::to_string(&other).unwrap_or_default().trim()
+            ));
+        }
+    };
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) => *slot = d,
+        Err(e) => problems.push(format!("{source}: {text:?} is not a duration: {e}")),
+    }
+}
+
+/// Turns an env or flag string into the YAML value its key expects.
+fn text_value(shape: Shape, text: &str) -> Value {
+    let list = || text.split(',').map(str::trim).filter(|s| !s.is_empty());
+    match shape {
+        Shape::Text => Value::String(text.to_owned()),
+        Shape::Number => text
+            .trim()
+            .parse::<u64>()
+            .map(|n| Value::Number(n.into()))
+            .unwrap_or_else(|_| Value::String(text.to_owned())),
+        Shape::List => Value::Sequence(list().map(|s| Value::String(s.to_owned())).collect()),
+        Shape::Endpoints => {
+            let mut map = Mapping::new();
+            for pair in list() {
+                let (name, addr) = pair.split_once('=').unwrap_or((pair, ""));
+                let entry = map
+                    .entry(Value::String(name.trim().to_owned()))
+                    .or_insert_with(|| Value::Sequence(Vec::new()));
+                if let Value::Sequence(addrs) = entry {
+                    addrs.push(Value::String(addr.trim().to_owned()));
+                }
+            }
+            Value::Mapping(map)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+//! `Error`: every way a request can fail, who is to blame, how it is counted, and what the
+//! downstream gets back (status, `l5d-proxy-error`, gRPC status) per DESIGN §5.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::{resolve, target};
+
+/// Who caused a failure; also picks the log level (downstream → debug, upstream → warn,
+/// local → error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// The caller sent something we refuse.
+    Downstream,
+    /// The local service (or its name) failed.
+    Upstream,
+    /// The gateway itself failed.
+    Local,
+}
+
+/// Why an upstream connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The target has no endpoints.
+    #[error(transparent)]
+    Resolve(#[from] resolve::Error),
+    /// Every endpoint tried refused or reset the connection.
+    #[error("connect to {addr}: {source}")]
+    Refused {
+        /// The last endpoint tried.
+        addr: std::net::SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The connect did not finish in time.
+    #[error("connect timed out after {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+}
+
+/// A request that could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request names no target at all.
+    #[error("request has no l5d-dst-override, :authority or Host")]
+    NoTarget,
+    /// The target header is not valid UTF-8 text.
+    #[error("target header is not valid text")]
+    TargetNotText,
+    /// The target is malformed or not allowed.
+    #[error(transparent)]
+    Target(#[from] target::Error),
+    /// The request already passed through this gateway, or comes from the gateway itself.
+    #[error("gateway loop detected")]
+    Loop,
+    /// Connecting upstream failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The upstream connection failed after the request was sent (reset, EOF, protocol error).
+    #[error("upstream: {0}")]
+    Upstream(String),
+}
+
+impl Error {
+    /// The HTTP status sent downstream.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::NoTarget | Error::TargetNotText => StatusCode::BAD_REQUEST,
+            Error::Target(e) if e.is_bad_domain() => StatusCode::NOT_FOUND,
+            Error::Target(_) => StatusCode::BAD_REQUEST,
+            Error::Loop => StatusCode::LOOP_DETECTED,
+            Error::Connect(ConnectError::Resolve(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Connect(ConnectError::Refused { .. }) | Error::Upstream(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            Error::Connect(ConnectError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The gRPC status code for gRPC callers (spec §8).
+    pub fn grpc_status(&self) -> u8 {
+        match self.status() {
+            StatusCode::NOT_FOUND => 5,       // NotFound
+            StatusCode::BAD_REQUEST => 3,     // InvalidArgument
+            StatusCode::LOOP_DETECTED => 10,  // Aborted
+            StatusCode::GATEWAY_TIMEOUT => 4, // DeadlineExceeded
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => 14, // Unavailable
+            _ => 13,                          // Internal
+        }
+    }
+
+    /// Whether the downstream connection is closed after this error (spec §8).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::Loop
+                | Error::Upstream(_)
+                | Error::Connect(ConnectError::Refused { .. } | ConnectError::Timeout(_))
+        )
+    }
+
+    /// Who is to blame.
+    pub fn blame(&self) -> Blame {
+        match self {
+            Error::NoTarget | Error::TargetNotText | Error::Target(_) | Error::Loop => {
+                Blame::Downstream
+            }
+            Error::Connect(_) | Error::Upstream(_) => Blame::Upstream,
+        }
+    }
+
+    /// A metric and log label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::NoTarget | Error::TargetNotText => "no_target",
+            Error::Target(e) if e.is_bad_domain() => "bad_gateway_domain",
+            Error::Target(_) => "bad_target",
+            Error::Loop => "gateway_loop",
+            Error::Connect(ConnectError::Resolve(_)) => "unresolved",
+            Error::Connect(ConnectError::Refused { .. }) => "connect_refused",
+            Error::Connect(ConnectError::Timeout(_)) => "connect_timeout",
+            Error::Upstream(_) => "upstream_io",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_design_table() {
+        assert_eq!(Error::Target(target::Error::NotAllowed).status(), 404);
+        assert_eq!(
+            Error::Target(target::Error::NotAllowed).to_string(),
+            "bad gateway domain"
+        );
+        assert_eq!(Error::Target(target::Error::BadName).status(), 400);
+        assert_eq!(Error::Loop.status(), 508);
+        assert_eq!(Error::Loop.to_string(), "gateway loop detected");
+        let refused = Error::Connect(ConnectError::Refused {
+            addr: ([127, 0, 0, 1], 1).into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        });
+        assert_eq!(refused.status(), 502);
+        assert!(refused.is_fatal());
+        let timeout = Error::Connect(ConnectError::Timeout(Duration::from_secs(1)));
+        assert_eq!(timeout.status(), 504);
+        assert_eq!(timeout.to_string(), "connect timed out after 1s");
+        let unresolved = Error::Connect(ConnectError::Resolve(resolve::Error::NoEndpoints(
+            "x".into(),
+        )));
+        assert_eq!(unresolved.status(), 503);
+        assert!(!unresolved.is_fatal());
+    }
+
+    #[test]
+    fn error_upstream_refused_blames_upstream() {
+        let e = Error::Upstream("reset".into());
+        assert_eq!(e.blame(), Blame::Upstream);
+        assert_eq!(e.grpc_status(), 14);
+        assert_eq!(Error::Loop.blame(), Blame::Downstream);
+        assert_eq!(Error::Loop.grpc_status(), 10);
+    }
+}

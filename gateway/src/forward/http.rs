@@ -1,0 +1,400 @@
+//! The HTTP session of one downstream connection: hyper serves HTTP/1 or HTTP/2; each request is
+//! routed by `l5d-dst-override` or its authority, checked, rewritten and sent upstream.
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, FORWARDED, HOST, HeaderName, TE, TRANSFER_ENCODING,
+    UPGRADE,
+};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use identity::IdentityName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Notify, watch};
+
+use crate::app::Shared;
+use crate::error::{Blame, ConnectError, Error};
+use crate::forwarded;
+use crate::metrics::{Label, LatencyLabels, ResponseLabels, RouteLabels};
+use crate::target::Target;
+
+/// The body of every response sent downstream.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Gateway routing override (Linkerd ingress style).
+pub static L5D_DST_OVERRIDE: HeaderName = HeaderName::from_static("l5d-dst-override");
+/// The caller's identity, set on forwarded requests.
+pub static L5D_CLIENT_ID: HeaderName = HeaderName::from_static("l5d-client-id");
+/// Why the gateway answered instead of the service.
+pub static L5D_PROXY_ERROR: HeaderName = HeaderName::from_static("l5d-proxy-error");
+/// Set to `close` when the gateway closes the downstream connection after an error.
+pub static L5D_PROXY_CONNECTION: HeaderName = HeaderName::from_static("l5d-proxy-connection");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded; `te` is handled apart.
+static HOP_BY_HOP: [HeaderName; 5] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    TRANSFER_ENCODING,
+    UPGRADE,
+    CONNECTION,
+];
+
+/// One downstream connection's request context.
+struct Session {
+    shared: Arc<Shared>,
+    peer: IdentityName,
+    peer_label: Label,
+    /// Notified when an error must close the downstream connection.
+    close: Notify,
+}
+
+/// Serves HTTP on an authenticated stream until the peer closes, a fatal error closes it, or
+/// the gateway drains (HTTP/2 GOAWAY, HTTP/1 close after the in-flight request).
+///
+/// # Errors
+/// The connection-level error hyper reports (I/O, protocol violation).
+pub async fn serve<IO>(
+    shared: Arc<Shared>,
+    io: IO,
+    peer: IdentityName,
+    mut drain: watch::Receiver<bool>,
+) -> Result<(), Box<dyn StdError + Send + Sync>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let session = Arc::new(Session {
+        peer_label: Label::from(peer.as_str()),
+        peer,
+        shared,
+        close: Notify::new(),
+    });
+    let service = {
+        let session = session.clone();
+        service_fn(move |req| {
+            let session = session.clone();
+            async move { Ok::<_, Infallible>(session.handle(req).await) }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            _ = session.close.notified(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = drain.wait_for(|draining| *draining), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+impl Session {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let start = Instant::now();
+        let grpc = is_grpc(req.headers());
+        let http1 = req.version() != Version::HTTP_2;
+        let (authority, result) = match self.route(&req) {
+            Ok(target) => {
+                let authority = Label::from(target.to_string().as_str());
+                (authority, self.forward(&target, req).await)
+            }
+            Err(e) => (Label::default(), Err(e)),
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                self.log(&error, &authority);
+                if error.is_fatal() {
+                    self.close.notify_one();
+                }
+                error_response(&error, grpc, http1)
+            }
+        };
+        self.record(authority, response.status(), start);
+        response
+    }
+
+    /// Picks and checks the target: `l5d-dst-override`, else the URI authority, else `Host`.
+    fn route(&self, req: &Request<Incoming>) -> Result<Target, Error> {
+        if self.peer == self.shared.identity {
+            return Err(Error::Loop);
+        }
+        let headers = req.headers();
+        let raw = match (
+            headers.get(&L5D_DST_OVERRIDE),
+            req.uri().authority(),
+            headers.get(HOST),
+        ) {
+            (Some(value), _, _) => value.to_str().map_err(|_| Error::TargetNotText)?,
+            (None, Some(authority), _) => authority.as_str(),
+            (None, None, Some(host)) => host.to_str().map_err(|_| Error::TargetNotText)?,
+            (None, None, None) => return Err(Error::NoTarget),
+        };
+        let target = Target::parse(raw, &self.shared.suffixes)?;
+        if forwarded::has_loop(headers, self.shared.identity.as_str()) {
+            return Err(Error::Loop);
+        }
+        Ok(target)
+    }
+
+    async fn forward(
+        &self,
+        target: &Target,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Body>, Error> {
+        let http1 = req.version() != Version::HTTP_2;
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(target.to_string())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| Error::Upstream(format!("cannot build upstream URI: {e}")))?;
+        *req.uri_mut() = uri;
+        let gateway = self.shared.identity.as_str();
+        let host = target.host_header();
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers);
+        headers.remove(&L5D_DST_OVERRIDE);
+        // Identities and DNS names are visible ASCII, so these values are always valid headers.
+        if let Ok(id) = HeaderValue::from_str(self.peer.as_str()) {
+            headers.insert(&L5D_CLIENT_ID, id);
+        }
+        if let Ok(element) =
+            HeaderValue::from_str(&forwarded::element(gateway, self.peer.as_str(), &host))
+        {
+            headers.append(FORWARDED, element);
+        }
+        let upstream = &self.shared.upstream;
+        let result = if http1 {
+            if let Ok(host) = HeaderValue::from_str(&host) {
+                headers.insert(HOST, host);
+            }
+            *req.version_mut() = Version::HTTP_11;
+            upstream.http1.request(req).await
+        } else {
+            headers.remove(HOST);
+            upstream.http2.request(req).await
+        };
+        let mut response = result.map_err(|e| client_error(&e))?;
+        let headers = response.headers_mut();
+        strip_hop_by_hop(headers);
+        // An upstream's own proxy-error headers are not ours to relay (spec §6.3).
+        headers.remove(&L5D_PROXY_ERROR);
+        headers.remove(&L5D_PROXY_CONNECTION);
+        Ok(response.map(BodyExt::boxed))
+    }
+
+    fn record(&self, authority: Label, status: StatusCode, start: Instant) {
+        let metrics = &self.shared.metrics;
+        let route = RouteLabels {
+            direction: "outbound",
+            authority,
+            tls: "true",
+            client_id: self.peer_label.clone(),
+        };
+        metrics.requests.get_or_create(&route).inc();
+        let code = status.as_u16();
+        metrics
+            .latency
+            .get_or_create(&LatencyLabels {
+                route: route.clone(),
+                status_code: code,
+            })
+            .observe(start.elapsed().as_secs_f64() * 1000.0);
+        metrics
+            .responses
+            .get_or_create(&ResponseLabels {
+                route,
+                status_code: code,
+                classification: if status.is_server_error() {
+                    "failure"
+                } else {
+                    "success"
+                },
+            })
+            .inc();
+    }
+
+    fn log(&self, error: &Error, authority: &Label) {
+        let (peer, reason, target) = (self.peer.as_str(), error.reason(), &*authority.0);
+        match error.blame() {
+            Blame::Downstream => tracing::debug!(peer, reason, target, %error, "request refused"),
+            Blame::Upstream => {
+                tracing::warn!(peer, reason, target, %error, "request failed upstream")
+            }
+            Blame::Local => tracing::error!(peer, reason, target, %error, "request failed"),
+        }
+    }
+}
+
+/// Removes hop-by-hop headers, the ones the `Connection` header names, and every `te` except
+/// `trailers` (which gRPC needs end to end).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let keep_te = headers.get_all(TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    headers.remove(TE);
+    if keep_te {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Finds the connector's error inside the client's, else describes the upstream failure.
+fn client_error(err: &hyper_util::client::legacy::Error) -> Error {
+    let mut source: Option<&(dyn StdError + 'static)> = err.source();
+    while let Some(current) = source {
+        if let Some(connect) = current.downcast_ref::<ConnectError>() {
+            return Error::Connect(match connect {
+                ConnectError::Resolve(e) => ConnectError::Resolve(e.clone()),
+                ConnectError::Refused { addr, source } => ConnectError::Refused {
+                    addr: *addr,
+                    source: std::io::Error::new(source.kind(), source.to_string()),
+                },
+                ConnectError::Timeout(after) => ConnectError::Timeout(*after),
+            });
+        }
+        source = current.source();
+    }
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(current) = source {
+        text.push_str(": ");
+        text.push_str(&current.to_string());
+        source = current.source();
+    }
+    Error::Upstream(text)
+}
+
+/// The response the gateway synthesizes for `error` (spec §8): empty body, `l5d-proxy-error`,
+/// `l5d-proxy-connection: close` (+ `connection: close` on HTTP/1) when fatal; gRPC callers get
+/// 200 with `grpc-status` instead.
+pub fn error_response(error: &Error, grpc: bool, http1: bool) -> Response<Body> {
+    let message = sanitize(&error.to_string());
+    let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+    let headers = response.headers_mut();
+    if grpc {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(error.grpc_status())),
+        );
+        if let Ok(value) = HeaderValue::from_str(&message) {
+            headers.insert("grpc-message", value);
+        }
+    } else {
+        *response.status_mut() = error.status();
+    }
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    if let Ok(value) = HeaderValue::from_str(&message) {
+        headers.insert(&L5D_PROXY_ERROR, value);
+    }
+    if error.is_fatal() {
+        headers.insert(&L5D_PROXY_CONNECTION, HeaderValue::from_static("close"));
+        if http1 && !grpc {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+    response
+}
+
+/// Keeps header-safe visible ASCII; anything else becomes `?`.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_te_trailers_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(TE, HeaderValue::from_static("gzip, trailers"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert!(headers.get("x-private").is_none());
+        assert!(headers.get(CONNECTION).is_none());
+        assert!(headers.get("keep-alive").is_none());
+        assert_eq!(headers.get(TE).unwrap(), "trailers");
+        assert_eq!(headers.get("x-kept").unwrap(), "1");
+    }
+
+    #[test]
+    fn bad_domain_response_matches_linkerd() {
+        let response = error_response(&Error::Target(target::Error::NotAllowed), false, true);
+        assert_eq!(response.status(), 404);
+        assert_eq!(response.headers()[&L5D_PROXY_ERROR], "bad gateway domain");
+        assert_eq!(response.headers()[CONTENT_LENGTH], "0");
+        assert!(response.headers().get(&L5D_PROXY_CONNECTION).is_none());
+    }
+
+    #[test]
+    fn fatal_error_closes_http1_connection() {
+        let response = error_response(&Error::Loop, false, true);
+        assert_eq!(response.status(), 508);
+        assert_eq!(response.headers()[&L5D_PROXY_CONNECTION], "close");
+        assert_eq!(response.headers()[CONNECTION], "close");
+    }
+
+    #[test]
+    fn grpc_errors_are_200_with_grpc_status() {
+        let response = error_response(&Error::Loop, true, false);
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["grpc-status"], "10");
+        assert_eq!(response.headers()["grpc-message"], "gateway loop detected");
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/grpc");
+    }
+}

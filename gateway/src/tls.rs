@@ -1,0 +1,93 @@
+//! Server-side mTLS: the handshake under the detect deadline, in the connection's task; the
+//! caller's identity and the negotiated session protocol come out, or a refusal reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use identity::{IdentityName, Refusal, identity_of_cert};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// What the client asked to speak, from ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alpn {
+    /// `h2`.
+    H2,
+    /// `http/1.1`.
+    Http1,
+    /// Nothing negotiated: HTTP, version detected from the first bytes.
+    None,
+}
+
+/// A finished, authenticated handshake.
+pub struct Accepted<IO> {
+    /// The decrypted stream.
+    pub stream: TlsStream<IO>,
+    /// The caller's identity (first DNS/URI SAN of its leaf).
+    pub peer: IdentityName,
+    /// The negotiated protocol.
+    pub alpn: Alpn,
+    /// The SNI the client sent, if any (for logs).
+    pub sni: Option<String>,
+}
+
+/// Runs the server handshake on `io` within `deadline`.
+///
+/// # Errors
+/// The [`Refusal`] reason: timeout, not TLS, no/bad client certificate, protocol failure.
+///
+/// Cancel-safe in the sense that dropping the future drops the connection.
+pub async fn accept<IO>(
+    io: IO,
+    config: Arc<ServerConfig>,
+    deadline: Duration,
+) -> Result<Accepted<IO>, (Refusal, String)>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let stream = match tokio::time::timeout(deadline, TlsAcceptor::from(config).accept(io)).await {
+        Err(_) => {
+            let after = humantime::format_duration(deadline);
+            return Err((Refusal::Timeout, format!("no handshake within {after}")));
+        }
+        Ok(Err(e)) => return Err(classify(&e)),
+        Ok(Ok(stream)) => stream,
+    };
+    let (_, conn) = stream.get_ref();
+    let peer = conn
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(identity_of_cert)
+        .ok_or((
+            Refusal::NoIdentity,
+            "client certificate names no identity".to_owned(),
+        ))?;
+    let alpn = match conn.alpn_protocol() {
+        Some(identity::tls_config::ALPN_H2) => Alpn::H2,
+        Some(identity::tls_config::ALPN_HTTP1) => Alpn::Http1,
+        _ => Alpn::None,
+    };
+    let sni = conn.server_name().map(str::to_owned);
+    Ok(Accepted {
+        stream,
+        peer,
+        alpn,
+        sni,
+    })
+}
+
+/// Names why a handshake failed, from the I/O error tokio-rustls returns.
+fn classify(err: &std::io::Error) -> (Refusal, String) {
+    match err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => (Refusal::from_tls_error(tls), tls.to_string()),
+        None => (
+            Refusal::Protocol,
+            format!("connection ended during handshake: {err}"),
+        ),
+    }
+}

@@ -1,0 +1,215 @@
+//! `Credentials`: the gateway's leaf, intermediates and private key, loaded from PEM and validated
+//! (key matches, chain verifies to the anchors, identity present) before anything uses them.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+use crate::{Error, IdentityName, TrustAnchors, identity_of_cert, tls_config};
+
+/// A validated leaf + chain + key.
+#[derive(Debug)]
+pub struct Credentials {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    identity: IdentityName,
+    not_before: SystemTime,
+    not_after: SystemTime,
+}
+
+impl Clone for Credentials {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            identity: self.identity.clone(),
+            not_before: self.not_before,
+            not_after: self.not_after,
+        }
+    }
+}
+
+impl Credentials {
+    /// Reads `cert` (leaf first, then intermediates) and `key` PEM files and validates them
+    /// against `anchors` at the current time.
+    ///
+    /// # Errors
+    /// Unreadable files, bad PEM, a key that does not match, no identity, or a chain that does not
+    /// verify (including expiry).
+    pub fn load(cert: &Path, key: &Path, anchors: &TrustAnchors) -> Result<Self, Error> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| Error::Read {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        let chain_pem = read(cert)?;
+        let key_pem = read(key)?;
+        Self::from_pem(
+            &cert.display().to_string(),
+            &chain_pem,
+            &key.display().to_string(),
+            &key_pem,
+            anchors,
+        )
+    }
+
+    /// Parses PEM text and validates it; see [`Credentials::load`].
+    ///
+    /// # Errors
+    /// As [`Credentials::load`].
+    pub fn from_pem(
+        cert_what: &str,
+        chain_pem: &[u8],
+        key_what: &str,
+        key_pem: &[u8],
+        anchors: &TrustAnchors,
+    ) -> Result<Self, Error> {
+        let chain = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Parse {
+                what: cert_what.to_owned(),
+                reason: format!("bad PEM: {e}"),
+            })?;
+        if chain.is_empty() {
+            return Err(Error::NoPem {
+                what: cert_what.to_owned(),
+                kind: "CERTIFICATE",
+            });
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| Error::Parse {
+            what: key_what.to_owned(),
+            reason: format!("no usable private key: {e}"),
+        })?;
+        Self::new(chain, key, anchors, SystemTime::now())
+    }
+
+    /// Validates DER material at time `now`.
+    ///
+    /// # Errors
+    /// As [`Credentials::load`].
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        anchors: &TrustAnchors,
+        now: SystemTime,
+    ) -> Result<Self, Error> {
+        let provider = tls_config::provider();
+        let leaf = chain.first().ok_or(Error::NoPem {
+            what: "certificate chain".to_owned(),
+            kind: "CERTIFICATE",
+        })?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(|e| Error::Parse {
+            what: "leaf certificate".to_owned(),
+            reason: e.to_string(),
+        })?;
+        check_key_matches(&provider, &key, parsed.public_key().raw)?;
+        let identity = identity_of_cert(leaf).ok_or(Error::NoIdentity)?;
+        verify_chain(&provider, &chain, anchors, now)?;
+        let validity = parsed.validity();
+        Ok(Self {
+            not_before: unix_to_system(validity.not_before.timestamp()),
+            not_after: unix_to_system(validity.not_after.timestamp()),
+            chain,
+            key,
+            identity,
+        })
+    }
+
+    /// The leaf followed by its intermediates.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// The private key.
+    pub fn key(&self) -> &PrivateKeyDer<'static> {
+        &self.key
+    }
+
+    /// The identity named by the leaf (first DNS or URI SAN).
+    pub fn identity(&self) -> &IdentityName {
+        &self.identity
+    }
+
+    /// When the leaf starts being valid.
+    pub fn not_before(&self) -> SystemTime {
+        self.not_before
+    }
+
+    /// When the leaf expires.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+}
+
+fn check_key_matches(
+    provider: &CryptoProvider,
+    key: &PrivateKeyDer<'static>,
+    cert_spki: &[u8],
+) -> Result<(), Error> {
+    let signing = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| Error::Parse {
+            what: "private key".to_owned(),
+            reason: e.to_string(),
+        })?;
+    match signing.public_key() {
+        Some(spki) if spki.as_ref() == cert_spki => Ok(()),
+        Some(_) => Err(Error::KeyMismatch),
+        // The provider cannot tell the public key: rustls checks again when it builds a config.
+        None => Ok(()),
+    }
+}
+
+/// Verifies `chain` (leaf first) to `anchors` at `now` for use as a TLS server certificate.
+///
+/// # Errors
+/// `Untrusted` with webpki's reason.
+pub(crate) fn verify_chain(
+    provider: &CryptoProvider,
+    chain: &[CertificateDer<'static>],
+    anchors: &TrustAnchors,
+    now: SystemTime,
+) -> Result<(), Error> {
+    let (leaf, intermediates) = chain.split_first().ok_or(Error::NoPem {
+        what: "certificate chain".to_owned(),
+        kind: "CERTIFICATE",
+    })?;
+    let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| Error::Untrusted(e.to_string()))?;
+    let now = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+    let roots = anchors.root_store();
+    ee.verify_for_usage(
+        provider.signature_verification_algorithms.all,
+        &roots.roots,
+        intermediates,
+        now,
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .map(|_| ())
+    .map_err(|e| Error::Untrusted(describe_webpki(&e)))
+}
+
+fn describe_webpki(e: &webpki::Error) -> String {
+    match e {
+        webpki::Error::UnknownIssuer => {
+            "unknown issuer (signed by a CA that is not in the trust-anchor bundle)".to_owned()
+        }
+        webpki::Error::CertExpired { .. } => "certificate expired".to_owned(),
+        webpki::Error::CertNotValidYet { .. } => "certificate not valid yet".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn unix_to_system(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}

@@ -1,0 +1,30 @@
+//! Identities, trust anchors and credentials for meshgate: everything about certificates, no sockets.
+//!
+//! Glossary:
+//! - **trust anchor**: a root CA certificate every mesh member trusts. A *bundle* holds one or more
+//!   (several during a rotation: old root + new root).
+//! - **issuer**: an intermediate CA signed by a trust anchor; it signs the leaves.
+//! - **leaf**: a workload's own certificate (the gateway's, or a caller's), with its identity in a SAN.
+//! - **identity name**: the first DNS or URI SAN of a leaf, e.g.
+//!   `linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local` or
+//!   `spiffe://cluster.local/ns/default/sa/web`.
+//! - **credentials**: a leaf, its intermediates and its private key, validated against the anchors.
+
+#![forbid(unsafe_code)]
+
+mod anchors;
+mod credentials;
+mod error;
+pub mod issue;
+mod name;
+pub mod tls_config;
+mod verify;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use anchors::{AnchorInfo, TrustAnchors};
+pub use credentials::Credentials;
+pub use error::Error;
+pub use name::{IdentityName, NameError};
+pub use verify::{ClientVerifier, Refusal, identity_of_cert};

@@ -1,0 +1,172 @@
+//! Client-certificate verification: webpki chain check to the trust anchors, then an identity
+//! (first DNS or URI SAN) is required. Also names the reason a handshake was refused.
+
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use x509_parser::extensions::GeneralName;
+
+use crate::{Error, IdentityName, TrustAnchors};
+
+/// Verifies client certificates against the trust anchors and requires an identity SAN.
+///
+/// A client certificate is mandatory: a client without one fails the handshake with
+/// `certificate_required`, which the caller sees as a TLS alert rather than a silent close.
+#[derive(Debug)]
+pub struct ClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientVerifier {
+    /// Builds a verifier for `anchors` using `provider`'s signature algorithms.
+    ///
+    /// # Errors
+    /// `Untrusted` if rustls refuses the root store.
+    pub fn new(anchors: &TrustAnchors, provider: Arc<CryptoProvider>) -> Result<Self, Error> {
+        let inner = WebPkiClientVerifier::builder_with_provider(anchors.root_store(), provider)
+            .build()
+            .map_err(|e| Error::Untrusted(e.to_string()))?;
+        Ok(Self { inner })
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if identity_of_cert(end_entity).is_none() {
+            // The chain is good but names nobody: refuse, so every accepted peer has an identity.
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The identity a certificate names: its first DNS SAN (without a trailing dot) or URI SAN that
+/// parses; other SAN types are skipped. `None` when there is none or the DER does not parse.
+pub fn identity_of_cert(der: &CertificateDer<'_>) -> Option<IdentityName> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| match name {
+        GeneralName::DNSName(dns) => IdentityName::from_dns(dns).ok(),
+        GeneralName::URI(uri) => IdentityName::from_uri(uri).ok(),
+        _ => None,
+    })
+}
+
+/// Why a downstream connection was refused before any application byte; a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Refusal {
+    /// The client sent no certificate.
+    NoClientCert,
+    /// The client's chain does not lead to a trust anchor (or a signature is bad).
+    UnknownCa,
+    /// The client's certificate (or one in its chain) has expired.
+    Expired,
+    /// The client's certificate is not valid yet.
+    NotYetValid,
+    /// The client's certificate is not allowed for client authentication.
+    BadEku,
+    /// The client's certificate chains correctly but names no identity.
+    NoIdentity,
+    /// The handshake did not finish within the detect timeout.
+    Timeout,
+    /// The first bytes were not a TLS ClientHello.
+    NotTls,
+    /// The handshake failed for another protocol reason (alert, version, cipher, …).
+    Protocol,
+}
+
+impl Refusal {
+    /// Every reason, for pre-registering metric label values.
+    pub const ALL: [Refusal; 9] = [
+        Refusal::NoClientCert,
+        Refusal::UnknownCa,
+        Refusal::Expired,
+        Refusal::NotYetValid,
+        Refusal::BadEku,
+        Refusal::NoIdentity,
+        Refusal::Timeout,
+        Refusal::NotTls,
+        Refusal::Protocol,
+    ];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NoClientCert => "no_client_cert",
+            Refusal::UnknownCa => "unknown_ca",
+            Refusal::Expired => "expired",
+            Refusal::NotYetValid => "not_yet_valid",
+            Refusal::BadEku => "bad_eku",
+            Refusal::NoIdentity => "no_identity",
+            Refusal::Timeout => "timeout",
+            Refusal::NotTls => "not_tls",
+            Refusal::Protocol => "tls_error",
+        }
+    }
+
+    /// Classifies a server-side rustls handshake error.
+    pub fn from_tls_error(err: &rustls::Error) -> Refusal {
+        use CertificateError as C;
+        match err {
+            rustls::Error::NoCertificatesPresented => Refusal::NoClientCert,
+            rustls::Error::InvalidMessage(_) => Refusal::NotTls,
+            rustls::Error::InvalidCertificate(cert) => match cert {
+                C::Expired | C::ExpiredContext { .. } => Refusal::Expired,
+                C::NotValidYet | C::NotValidYetContext { .. } => Refusal::NotYetValid,
+                C::InvalidPurpose | C::InvalidPurposeContext { .. } => Refusal::BadEku,
+                C::ApplicationVerificationFailure => Refusal::NoIdentity,
+                _ => Refusal::UnknownCa,
+            },
+            _ => Refusal::Protocol,
+        }
+    }
+}
