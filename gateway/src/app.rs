@@ -97,16 +97,25 @@ pub struct Bound {
     admin_stop: watch::Sender<bool>,
 }
 
-/// Loads identity, binds both listeners and starts serving on the current runtime (the admin
-/// server gets its own thread and runtime).
+/// Loads identity from the files the config names, then [`start`]s.
 ///
 /// # Errors
 /// Bad identity material, or a listener that cannot bind.
 pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
+    let identity = load_identity(config).map_err(|p| anyhow::anyhow!("invalid identity:\n{p}"))?;
+    start(config, identity).await
+}
+
+/// Binds both listeners and starts serving with `identity` on the current runtime (the admin
+/// server gets its own thread and runtime).
+///
+/// # Errors
+/// A listener that cannot bind, or credentials rustls refuses.
+pub async fn start(config: &Config, identity: LoadedIdentity) -> anyhow::Result<Bound> {
     let LoadedIdentity {
         anchors,
         credentials,
-    } = load_identity(config).map_err(|p| anyhow::anyhow!("invalid identity:\n{p}"))?;
+    } = identity;
     let alpn = [tls_config::ALPN_H2, tls_config::ALPN_HTTP1];
     let tls = Arc::new(
         tls_config::server_config(&credentials, &anchors, &alpn).context("build TLS config")?,

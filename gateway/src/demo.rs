@@ -331,7 +331,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             Request::get(format!("http://{}/podinfo/{i}", SERVICES[0])).body(Full::default())?;
         ok &= report(
             &format!("HTTP/2  :authority {}", SERVICES[0]),
-            h2.send_request(req).await,
+            {
+                h2.ready().await?;
+                h2.send_request(req).await
+            },
             200,
         )
         .await;
@@ -343,7 +346,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         .body(Full::default())?;
     ok &= report(
         &format!("HTTP/1.1 l5d-dst-override {}", SERVICES[1]),
-        h1.send_request(req).await,
+        {
+            h1.ready().await?;
+            h1.send_request(req).await
+        },
         200,
     )
     .await;
@@ -355,7 +361,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         .body(Full::default())?;
     ok &= report(
         "HTTP/1.1 outside the allowed suffixes",
-        h1.send_request(req).await,
+        {
+            h1.ready().await?;
+            h1.send_request(req).await
+        },
         404,
     )
     .await;

@@ -77,6 +77,15 @@ impl Error {
         }
     }
 
+    /// The `l5d-proxy-error` text: every refused name reads `bad gateway domain`, as Linkerd's
+    /// does (the log keeps the precise reason).
+    pub fn proxy_error(&self) -> String {
+        match self {
+            Error::Target(e) if e.is_bad_domain() => target::Error::NotAllowed.to_string(),
+            other => other.to_string(),
+        }
+    }
+
     /// The gRPC status code for gRPC callers (spec §8).
     pub fn grpc_status(&self) -> u8 {
         match self.status() {
@@ -136,6 +145,11 @@ mod tests {
             "bad gateway domain"
         );
         assert_eq!(Error::Target(target::Error::BadName).status(), 400);
+        assert_eq!(Error::Target(target::Error::IpLiteral).status(), 404);
+        assert_eq!(
+            Error::Target(target::Error::IpLiteral).proxy_error(),
+            "bad gateway domain"
+        );
         assert_eq!(Error::Loop.status(), 508);
         assert_eq!(Error::Loop.to_string(), "gateway loop detected");
         let refused = Error::Connect(ConnectError::Refused {

@@ -306,7 +306,7 @@ fn client_error(err: &hyper_util::client::legacy::Error) -> Error {
 /// `l5d-proxy-connection: close` (+ `connection: close` on HTTP/1) when fatal; gRPC callers get
 /// 200 with `grpc-status` instead.
 pub fn error_response(error: &Error, grpc: bool, http1: bool) -> Response<Body> {
-    let message = sanitize(&error.to_string());
+    let message = sanitize(&error.proxy_error());
     let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed());
     let headers = response.headers_mut();
     if grpc {
