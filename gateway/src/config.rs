@@ -289,6 +289,22 @@ impl Config {
         }
     }
 
+    /// Parses YAML text alone (no environment, no flags) and validates it.
+    ///
+    /// # Errors
+    /// Every problem, as [`Config::load`].
+    pub fn from_yaml(text: &str) -> Result<Config, Problems> {
+        let mut config = Config::default();
+        let mut problems = Vec::new();
+        config.apply_yaml("config", text, &mut problems);
+        problems.extend(config.validate().0);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
     fn apply_yaml(&mut self, what: &str, text: &str, problems: &mut Vec<String>) {
         let value: Value = match serde_norway::from_str(text) {
             Ok(Value::Null) => return,

@@ -427,6 +427,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         tokio::signal::ctrl_c().await?;
     }
     bound.drain(Duration::from_secs(5)).await;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(ok)
 }
 

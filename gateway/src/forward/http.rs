@@ -292,14 +292,7 @@ fn client_error(err: &hyper_util::client::legacy::Error) -> Error {
         }
         source = current.source();
     }
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(current) = source {
-        text.push_str(": ");
-        text.push_str(&current.to_string());
-        source = current.source();
-    }
-    Error::Upstream(text)
+    Error::Upstream(crate::error::chain(err))
 }
 
 /// The response the gateway synthesizes for `error` (spec §8): empty body, `l5d-proxy-error`,

@@ -1,7 +1,7 @@
 //! Test harness: a gateway on 127.0.0.1:0 with a PKI made at test time, echo backends, mTLS
 //! clients and a plain admin client.
 
-#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+#![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 
