@@ -281,12 +281,7 @@ impl Config {
                 &mut problems,
             );
         }
-        problems.extend(config.validate().0);
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(Problems(problems))
-        }
+        config.finish(problems)
     }
 
     /// Parses YAML text alone (no environment, no flags) and validates it.
@@ -297,9 +292,14 @@ impl Config {
         let mut config = Config::default();
         let mut problems = Vec::new();
         config.apply_yaml("config", text, &mut problems);
-        problems.extend(config.validate().0);
+        config.finish(problems)
+    }
+
+    /// Adds the problems of [`Config::validate`] to `problems`; the config if there are none.
+    fn finish(self, mut problems: Vec<String>) -> Result<Config, Problems> {
+        problems.extend(self.validate().0);
         if problems.is_empty() {
-            Ok(config)
+            Ok(self)
         } else {
             Err(Problems(problems))
         }

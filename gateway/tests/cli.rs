@@ -24,6 +24,15 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A mounted-secret style directory: `tls.crt` and `tls.key` of `leaf`, `ca.crt` = `anchors_pem`.
+fn identity_dir(name: &str, leaf: &identity::issue::Issued, anchors_pem: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    std::fs::write(dir.join("tls.crt"), &leaf.chain_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &leaf.key_pem).unwrap();
+    std::fs::write(dir.join("ca.crt"), anchors_pem).unwrap();
+    dir
+}
+
 #[test]
 fn check_on_a_bad_file_exits_64_naming_each_problem() {
     let dir = temp_dir("bad");
@@ -55,13 +64,9 @@ fn check_on_a_bad_file_exits_64_naming_each_problem() {
 
 #[test]
 fn check_on_unusable_credentials_exits_64() {
-    let dir = temp_dir("creds");
     let ca = TestCa::new("cli.mesh");
     let other = TestCa::new("other.mesh");
-    let leaf = other.leaf("gateway.cli.mesh");
-    std::fs::write(dir.join("tls.crt"), &leaf.chain_pem).unwrap();
-    std::fs::write(dir.join("tls.key"), &leaf.key_pem).unwrap();
-    std::fs::write(dir.join("ca.crt"), ca.anchors_pem()).unwrap();
+    let dir = identity_dir("creds", &other.leaf("gateway.cli.mesh"), &ca.anchors_pem());
     let out = meshgate()
         .args(["run", "--check", "--identity-dir"])
         .arg(&dir)
@@ -77,12 +82,8 @@ fn check_on_unusable_credentials_exits_64() {
 
 #[test]
 fn check_on_a_good_config_prints_the_effective_config() {
-    let dir = temp_dir("good");
     let ca = TestCa::new("cli.mesh");
-    let leaf = ca.leaf("gateway.cli.mesh");
-    std::fs::write(dir.join("tls.crt"), &leaf.chain_pem).unwrap();
-    std::fs::write(dir.join("tls.key"), &leaf.key_pem).unwrap();
-    std::fs::write(dir.join("ca.crt"), ca.anchors_pem()).unwrap();
+    let dir = identity_dir("good", &ca.leaf("gateway.cli.mesh"), &ca.anchors_pem());
     let out = meshgate()
         .args(["run", "--check", "--identity-dir"])
         .arg(&dir)
