@@ -213,3 +213,79 @@ fn unix_to_system(secs: i64) -> SystemTime {
         UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestCa;
+
+    #[test]
+    fn valid_leaf_loads_with_its_identity_and_expiry() {
+        let ca = TestCa::new("creds.mesh");
+        let leaf = ca.leaf("gateway.creds.mesh");
+        let creds = Credentials::from_pem(
+            "crt",
+            leaf.chain_pem.as_bytes(),
+            "key",
+            leaf.key_pem.as_bytes(),
+            &ca.anchors(),
+        )
+        .unwrap();
+        assert_eq!(creds.identity().as_str(), "gateway.creds.mesh");
+        assert_eq!(creds.chain().len(), 2, "leaf + issuer");
+        assert!(creds.not_after() > SystemTime::now());
+    }
+
+    #[test]
+    fn key_of_another_certificate_is_refused() {
+        let ca = TestCa::new("creds.mesh");
+        let leaf = ca.leaf("a.creds.mesh");
+        let other = ca.leaf("b.creds.mesh");
+        let err = Credentials::from_pem(
+            "crt",
+            leaf.chain_pem.as_bytes(),
+            "key",
+            other.key_pem.as_bytes(),
+            &ca.anchors(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::KeyMismatch), "{err}");
+    }
+
+    #[test]
+    fn leaf_of_another_anchor_is_refused_with_a_plain_reason() {
+        let ca = TestCa::new("creds.mesh");
+        let other = TestCa::new("other.mesh");
+        let leaf = other.leaf("a.other.mesh");
+        let err = leaf.credentials(&ca.anchors()).unwrap_err();
+        assert!(
+            err.to_string().contains("not in the trust-anchor bundle"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn expired_leaf_is_refused() {
+        let ca = TestCa::new("creds.mesh");
+        let err = ca
+            .expired_leaf("a.creds.mesh")
+            .credentials(&ca.anchors())
+            .unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+    }
+
+    #[test]
+    fn missing_key_pem_is_reported() {
+        let ca = TestCa::new("creds.mesh");
+        let leaf = ca.leaf("a.creds.mesh");
+        let err = Credentials::from_pem(
+            "crt",
+            leaf.chain_pem.as_bytes(),
+            "tls.key",
+            b"",
+            &ca.anchors(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("tls.key:"), "{err}");
+    }
+}

@@ -20,7 +20,7 @@ mod name;
 pub mod tls_config;
 mod verify;
 
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use anchors::{AnchorInfo, TrustAnchors};

@@ -3,7 +3,11 @@
 
 #![allow(clippy::expect_used)] // test helpers panic on a broken crypto provider, by design
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 
 use crate::issue::{Ca, Issued, LeafSpec, Validity};
 use crate::{Credentials, TrustAnchors};
@@ -91,4 +95,50 @@ impl TestCa {
             .credentials(&self.anchors())
             .expect("test credentials")
     }
+}
+
+/// Runs a TLS handshake between `client` and `server` in memory (no sockets) and returns the
+/// server side, or the server's error. A client-side failure ends the exchange early, leaving the
+/// server to report what it saw.
+///
+/// # Errors
+/// The server's rustls error (a refused client certificate, for instance).
+///
+/// # Panics
+/// If `server_name` is not a valid name or buffers cannot be moved, which means a broken test.
+pub fn in_memory_handshake(
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+    server_name: &str,
+) -> Result<ServerConnection, rustls::Error> {
+    let name = ServerName::try_from(server_name.to_owned()).expect("server name");
+    let mut client = ClientConnection::new(client, name).expect("client connection");
+    let mut server = ServerConnection::new(server).expect("server connection");
+    let mut buf = Vec::with_capacity(8192);
+    // A TLS 1.3 mutual handshake takes two round trips; a few more cover post-handshake tickets.
+    for _ in 0..4 {
+        buf.clear();
+        while client.wants_write() {
+            client.write_tls(&mut buf).expect("client write");
+        }
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            server.read_tls(&mut rd).expect("server read");
+        }
+        server.process_new_packets()?;
+        buf.clear();
+        while server.wants_write() {
+            server.write_tls(&mut buf).expect("server write");
+        }
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            client.read_tls(&mut rd).expect("client read");
+        }
+        if client.process_new_packets().is_err()
+            || !(client.is_handshaking() || server.is_handshaking())
+        {
+            break;
+        }
+    }
+    Ok(server)
 }

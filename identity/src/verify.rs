@@ -170,3 +170,85 @@ impl Refusal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestCa;
+    use crate::tls_config;
+
+    /// Runs an in-memory handshake; the identity the server saw, or its error.
+    fn handshake(
+        server: &Arc<rustls::ServerConfig>,
+        client: Arc<rustls::ClientConfig>,
+    ) -> Result<Option<IdentityName>, rustls::Error> {
+        let server =
+            crate::testing::in_memory_handshake(server.clone(), client, "gateway.verify.mesh")?;
+        Ok(server
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(identity_of_cert))
+    }
+
+    fn client_presenting(
+        ca: &TestCa,
+        leaf: Option<&crate::issue::Issued>,
+    ) -> Arc<rustls::ClientConfig> {
+        let builder = rustls::ClientConfig::builder_with_provider(tls_config::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(ca.anchors().root_store());
+        Arc::new(match leaf {
+            Some(leaf) => builder
+                .with_client_auth_cert(leaf.chain.clone(), leaf.key.clone_key())
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        })
+    }
+
+    fn server(ca: &TestCa) -> Arc<rustls::ServerConfig> {
+        Arc::new(
+            tls_config::server_config(&ca.credentials("gateway.verify.mesh"), &ca.anchors(), &[])
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn mtls_accepts_peer_and_names_its_identity() {
+        let ca = TestCa::new("verify.mesh");
+        let leaf = ca.leaf("web.verify.mesh");
+        let id = handshake(&server(&ca), client_presenting(&ca, Some(&leaf))).unwrap();
+        assert_eq!(id.unwrap().as_str(), "web.verify.mesh");
+    }
+
+    #[test]
+    fn mtls_refusals_are_classified() {
+        let ca = TestCa::new("verify.mesh");
+        let other = TestCa::new("other.mesh");
+        let server = server(&ca);
+        let foreign = other.leaf("web.other.mesh");
+        let cases = [
+            (None, Refusal::NoClientCert),
+            (Some(ca.expired_leaf("web.verify.mesh")), Refusal::Expired),
+            (
+                Some(ca.future_leaf("web.verify.mesh")),
+                Refusal::NotYetValid,
+            ),
+        ];
+        for (leaf, expected) in cases {
+            let err = handshake(&server, client_presenting(&ca, leaf.as_ref())).unwrap_err();
+            assert_eq!(Refusal::from_tls_error(&err), expected, "{err}");
+        }
+        // The foreign client trusts our root (so it finishes its side); we do not trust its.
+        let err = handshake(&server, client_presenting(&ca, Some(&foreign))).unwrap_err();
+        assert_eq!(Refusal::from_tls_error(&err), Refusal::UnknownCa, "{err}");
+    }
+
+    #[test]
+    fn refusal_labels_are_distinct() {
+        let mut labels: Vec<_> = Refusal::ALL.iter().map(|r| r.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), Refusal::ALL.len());
+    }
+}
