@@ -9,9 +9,9 @@ use anyhow::Context as _;
 use identity::{Credentials, IdentityName, TrustAnchors, tls_config};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::admin::{self, AdminState, Readiness};
+use crate::admin::{self, AdminState, LogLevel, Readiness};
 use crate::config::{Config, Problems};
 use crate::forward::upstream::Upstream;
 use crate::listener;
@@ -95,15 +95,16 @@ pub struct Bound {
     max_connections: usize,
     admin: Option<std::thread::JoinHandle<()>>,
     admin_stop: watch::Sender<bool>,
+    shutdown: Arc<Notify>,
 }
 
 /// Loads identity from the files the config names, then [`start`]s.
 ///
 /// # Errors
 /// Bad identity material, or a listener that cannot bind.
-pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
+pub async fn bind(config: &Config, log_level: Option<Arc<dyn LogLevel>>) -> anyhow::Result<Bound> {
     let identity = load_identity(config).map_err(|p| anyhow::anyhow!("invalid identity:\n{p}"))?;
-    start(config, identity).await
+    start(config, identity, log_level).await
 }
 
 /// Binds both listeners and starts serving with `identity` on the current runtime (the admin
@@ -111,14 +112,25 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
 ///
 /// # Errors
 /// A listener that cannot bind, or credentials rustls refuses.
-pub async fn start(config: &Config, identity: LoadedIdentity) -> anyhow::Result<Bound> {
+pub async fn start(
+    config: &Config,
+    identity: LoadedIdentity,
+    log_level: Option<Arc<dyn LogLevel>>,
+) -> anyhow::Result<Bound> {
     let LoadedIdentity {
         anchors,
         credentials,
     } = identity;
-    let alpn = [tls_config::ALPN_H2, tls_config::ALPN_HTTP1];
+    let alpn = [
+        tls_config::ALPN_TRANSPORT_HEADER,
+        tls_config::ALPN_H2,
+        tls_config::ALPN_HTTP1,
+    ];
     let tls = Arc::new(
         tls_config::server_config(&credentials, &anchors, &alpn).context("build TLS config")?,
+    );
+    let admin_tls = Arc::new(
+        tls_config::server_config(&credentials, &anchors, &[]).context("build admin TLS config")?,
     );
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
@@ -170,10 +182,15 @@ pub async fn start(config: &Config, identity: LoadedIdentity) -> anyhow::Result<
     let permits = Arc::new(Semaphore::new(config.max_connections));
     tokio::spawn(listener::run(data, shared, permits.clone(), drain_rx));
 
+    let shutdown = Arc::new(Notify::new());
     let state = Arc::new(AdminState {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
+        tls: admin_tls,
+        shutdown: config.shutdown_endpoint_enabled.then(|| shutdown.clone()),
+        log_level,
     });
+    let retain_idle = config.metrics_retain_idle;
     let admin = std::thread::Builder::new()
         .name("admin".to_owned())
         .spawn(move || {
@@ -185,6 +202,7 @@ pub async fn start(config: &Config, identity: LoadedIdentity) -> anyhow::Result<
                 Err(e) => return tracing::error!(error = %e, "admin runtime failed to start"),
             };
             runtime.block_on(async move {
+                tokio::spawn(evict_idle_metrics(state.metrics.clone(), retain_idle));
                 match TcpListener::from_std(admin_listener) {
                     Ok(listener) => admin::serve(listener, state, admin_stop_rx).await,
                     Err(e) => tracing::error!(error = %e, "admin listener failed"),
@@ -205,10 +223,30 @@ pub async fn start(config: &Config, identity: LoadedIdentity) -> anyhow::Result<
         max_connections: config.max_connections,
         admin: Some(admin),
         admin_stop,
+        shutdown,
     })
 }
 
+/// Sweeps idle metric label sets a few times per retention period (at least once a minute).
+async fn evict_idle_metrics(metrics: Arc<Metrics>, retain_idle: Duration) {
+    let period = (retain_idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let removed = metrics.evict_idle(retain_idle);
+        if removed > 0 {
+            tracing::debug!(removed, "evicted idle metric label sets");
+        }
+    }
+}
+
 impl Bound {
+    /// Resolves when `POST /shutdown` was accepted (the endpoint must be enabled).
+    pub async fn shutdown_requested(&self) {
+        self.shutdown.notified().await;
+    }
+
     /// Drains: `/ready` turns 503, the listener stops accepting, open connections finish their
     /// in-flight requests (HTTP/2 GOAWAY, HTTP/1 close) — all within `grace`. Returns whether
     /// every connection finished in time.

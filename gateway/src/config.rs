@@ -67,6 +67,9 @@ pub struct Config {
     pub trust_anchors_pem: Option<String>,
     /// A directory holding `tls.crt`, `tls.key` and `ca.crt` (a mounted `kubernetes.io/tls` secret).
     pub identity_dir: Option<PathBuf>,
+    /// The gateway's identity; when set, the certificate must name it
+    /// (`LINKERD2_PROXY_IDENTITY_LOCAL_NAME`).
+    pub identity_name: Option<String>,
     /// DNS suffixes targets must end with; `.` allows every name.
     pub gateway_suffixes: Vec<String>,
     /// Static endpoints: `name:port` → addresses. Overrides DNS for those targets.
@@ -85,6 +88,11 @@ pub struct Config {
     /// How long a drain may take before the process exits anyway.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace_period: Duration,
+    /// Whether `POST /shutdown` (loopback only) may start a drain.
+    pub shutdown_endpoint_enabled: bool,
+    /// How long a metric label set may go unused before it is dropped.
+    #[serde(with = "humantime_serde")]
+    pub metrics_retain_idle: Duration,
     /// Data-plane worker threads (default: the number of cores).
     pub workers: Option<usize>,
     /// Log filter, e.g. `info` or `meshgate=debug,info`.
@@ -103,6 +111,7 @@ impl Default for Config {
             trust_anchors: None,
             trust_anchors_pem: None,
             identity_dir: None,
+            identity_name: None,
             gateway_suffixes: vec![DEFAULT_SUFFIX.to_owned()],
             endpoints: BTreeMap::new(),
             detect_timeout: Duration::from_secs(10),
@@ -110,6 +119,8 @@ impl Default for Config {
             pool_idle_timeout: Duration::from_secs(10),
             max_connections: 100_000,
             shutdown_grace_period: Duration::from_secs(120),
+            shutdown_endpoint_enabled: false,
+            metrics_retain_idle: Duration::from_secs(600),
             workers: None,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
@@ -128,6 +139,8 @@ enum Shape {
     List,
     /// Comma-separated `name:port=ip:port` pairs; one name may repeat.
     Endpoints,
+    /// `true` or `false`.
+    Bool,
 }
 
 /// Every key: YAML name, shape, environment variables (first set wins).
@@ -151,6 +164,27 @@ const KEYS: &[(&str, Shape, &[&str])] = &[
         &["LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS"],
     ),
     ("identity_dir", Shape::Text, &[ENV_IDENTITY_DIR]),
+    (
+        "identity_name",
+        Shape::Text,
+        &[ENV_IDENTITY_NAME, "LINKERD2_PROXY_IDENTITY_LOCAL_NAME"],
+    ),
+    (
+        "shutdown_endpoint_enabled",
+        Shape::Bool,
+        &[
+            ENV_SHUTDOWN_ENDPOINT_ENABLED,
+            "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED",
+        ],
+    ),
+    (
+        "metrics_retain_idle",
+        Shape::Text,
+        &[
+            ENV_METRICS_RETAIN_IDLE,
+            "LINKERD2_PROXY_METRICS_RETAIN_IDLE",
+        ],
+    ),
     (
         "gateway_suffixes",
         Shape::List,
@@ -204,6 +238,12 @@ pub const ENV_KEY: &str = "MESHGATE_KEY";
 pub const ENV_TRUST_ANCHORS: &str = "MESHGATE_TRUST_ANCHORS";
 /// `--identity-dir`.
 pub const ENV_IDENTITY_DIR: &str = "MESHGATE_IDENTITY_DIR";
+/// The gateway's expected identity.
+pub const ENV_IDENTITY_NAME: &str = "MESHGATE_IDENTITY_NAME";
+/// Enables `POST /shutdown`.
+pub const ENV_SHUTDOWN_ENDPOINT_ENABLED: &str = "MESHGATE_SHUTDOWN_ENDPOINT_ENABLED";
+/// Metric label-set retention.
+pub const ENV_METRICS_RETAIN_IDLE: &str = "MESHGATE_METRICS_RETAIN_IDLE";
 /// `--gateway-suffixes`.
 pub const ENV_GATEWAY_SUFFIXES: &str = "MESHGATE_GATEWAY_SUFFIXES";
 /// `--endpoint` (comma-separated).
@@ -349,6 +389,13 @@ impl Config {
             "trust_anchors" => set(&mut self.trust_anchors, value, source, problems),
             "trust_anchors_pem" => set(&mut self.trust_anchors_pem, value, source, problems),
             "identity_dir" => set(&mut self.identity_dir, value, source, problems),
+            "identity_name" => set(&mut self.identity_name, value, source, problems),
+            "shutdown_endpoint_enabled" => {
+                set(&mut self.shutdown_endpoint_enabled, value, source, problems)
+            }
+            "metrics_retain_idle" => {
+                set_duration(&mut self.metrics_retain_idle, value, source, problems)
+            }
             "gateway_suffixes" => set(&mut self.gateway_suffixes, value, source, problems),
             "endpoints" => set(&mut self.endpoints, value, source, problems),
             "detect_timeout" => set_duration(&mut self.detect_timeout, value, source, problems),
@@ -427,6 +474,7 @@ impl Config {
             ("detect_timeout", self.detect_timeout),
             ("connect_timeout", self.connect_timeout),
             ("pool_idle_timeout", self.pool_idle_timeout),
+            ("metrics_retain_idle", self.metrics_retain_idle),
         ] {
             if value.is_zero() {
                 problems.push(format!("{key} must be greater than zero"));
@@ -439,6 +487,13 @@ impl Config {
             && !(1..=1024).contains(&workers)
         {
             problems.push(format!("workers {workers} must be within 1..=1024"));
+        }
+        if let Some(name) = &self.identity_name
+            && name.parse::<identity::IdentityName>().is_err()
+        {
+            problems.push(format!(
+                "identity_name {name:?} is not a DNS or URI identity"
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             problems.push(format!("log {:?}: {e}", self.log));
@@ -511,6 +566,11 @@ fn text_value(shape: Shape, text: &str) -> Value {
             .parse::<u64>()
             .map(|n| Value::Number(n.into()))
             .unwrap_or_else(|_| Value::String(text.to_owned())),
+        Shape::Bool => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Value::Bool(true),
+            "false" | "0" | "no" | "" => Value::Bool(false),
+            _ => Value::String(text.to_owned()),
+        },
         Shape::List => Value::Sequence(list().map(|s| Value::String(s.to_owned())).collect()),
         Shape::Endpoints => {
             let mut map = Mapping::new();

@@ -21,12 +21,14 @@ use hyper_util::server::conn::auto;
 use identity::issue::{Ca, Issued, LeafSpec, Validity};
 use identity::{Credentials, TrustAnchors, tls_config};
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::app;
 use crate::config::Config;
+use crate::transport_header::{self, SessionProtocol, TransportHeader};
 
 /// The gateway identity the demo (and a default Linkerd install) uses.
 pub const GATEWAY_ID: &str =
@@ -38,6 +40,8 @@ pub const SERVICES: [&str; 2] = [
     "podinfo.test.svc.cluster.local:9898",
     "frontend.test.svc.cluster.local:8080",
 ];
+/// The demo's opaque TCP echo service.
+pub const ECHO_SERVICE: (&str, u16) = ("echo.test.svc.cluster.local", 7777);
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -76,6 +80,30 @@ impl Backend {
         Ok(Self { addr, connections })
     }
 
+    /// Starts an opaque TCP echo service on `127.0.0.1:0`: it writes back what it reads and
+    /// closes its write side when the caller closes its own (half-close).
+    ///
+    /// # Errors
+    /// When it cannot bind.
+    pub async fn start_tcp_echo() -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let (mut read, mut write) = tcp.into_split();
+                    if tokio::io::copy(&mut read, &mut write).await.is_ok() {
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut write).await;
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, connections })
+    }
+
     /// How many connections it has accepted.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
@@ -84,7 +112,13 @@ impl Backend {
 
 fn answer(name: &str, req: Request<Incoming>) -> Response<BoxBody<Bytes, hyper::Error>> {
     let mut seen = Vec::new();
-    for header in ["l5d-client-id", "forwarded", "host", "l5d-dst-override"] {
+    for header in [
+        "l5d-client-id",
+        "forwarded",
+        "host",
+        "l5d-dst-override",
+        "l5d-orig-proto",
+    ] {
         let values: Vec<&str> = req
             .headers()
             .get_all(header)
@@ -99,7 +133,25 @@ fn answer(name: &str, req: Request<Incoming>) -> Response<BoxBody<Bytes, hyper::
     let has_body = req.headers().contains_key(http::header::CONTENT_LENGTH)
         || req.headers().contains_key(http::header::TRANSFER_ENCODING)
         || req.version() == http::Version::HTTP_2 && req.method() != http::Method::GET;
-    let mut response = if has_body {
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+    let mut response = if grpc {
+        // A gRPC echo: the request's messages back, then `grpc-status: 0` as a trailer.
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.insert("grpc-message", HeaderValue::from_static("echoed"));
+        let body = req
+            .into_body()
+            .with_trailers(async move { Some(Ok(trailers)) });
+        let mut response = Response::new(body.boxed());
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        response
+    } else if has_body {
         Response::new(req.into_body().boxed())
     } else {
         let text = format!("{name}: {} {}\n", req.method(), req.uri().path());
@@ -164,32 +216,67 @@ impl MtlsClient {
         Ok(tls)
     }
 
+    /// Connects and writes `header` first, as a Linkerd proxy does after negotiating
+    /// `transport.l5d.io/v1` (the client must offer that ALPN).
+    ///
+    /// # Errors
+    /// As [`MtlsClient::connect`], or a write failure.
+    pub async fn connect_with_header(
+        &self,
+        header: &TransportHeader,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let mut tls = self.connect().await?;
+        tls.write_all(&transport_header::encode(header)).await?;
+        Ok(tls)
+    }
+
     /// Opens an HTTP/1.1 connection.
     ///
     /// # Errors
     /// As [`MtlsClient::connect`], or an HTTP handshake failure.
-    pub async fn http1(
-        &self,
-    ) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-        let tls = self.connect().await?;
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(conn);
-        Ok(send)
+    pub async fn http1(&self) -> anyhow::Result<Http1Sender> {
+        http1_on(self.connect().await?).await
     }
 
     /// Opens an HTTP/2 connection.
     ///
     /// # Errors
     /// As [`MtlsClient::connect`], or an HTTP/2 handshake failure.
-    pub async fn http2(
-        &self,
-    ) -> anyhow::Result<hyper::client::conn::http2::SendRequest<Full<Bytes>>> {
-        let tls = self.connect().await?;
-        let (send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
-        tokio::spawn(conn);
-        Ok(send)
+    pub async fn http2(&self) -> anyhow::Result<Http2Sender> {
+        http2_on(self.connect().await?).await
     }
+}
+
+/// Sends HTTP/1.1 requests on one connection.
+pub type Http1Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+/// Sends HTTP/2 requests on one connection.
+pub type Http2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// Speaks HTTP/1.1 on `io` (a driver task is spawned).
+///
+/// # Errors
+/// The HTTP handshake failure.
+pub async fn http1_on<IO>(io: IO) -> anyhow::Result<Http1Sender>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+/// Speaks HTTP/2 (prior knowledge) on `io` (a driver task is spawned).
+///
+/// # Errors
+/// The HTTP/2 handshake failure.
+pub async fn http2_on<IO>(io: IO) -> anyhow::Result<Http2Sender>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    Ok(send)
 }
 
 /// The demo's PKI, written to a directory so `curl` can use it.
@@ -272,6 +359,115 @@ pub struct DemoOptions {
     pub admin_listen: SocketAddr,
 }
 
+/// Header sessions: HTTP/2 with the target fixed by the header, and an opaque TCP echo.
+async fn header_steps(client: &MtlsClient) -> anyhow::Result<bool> {
+    let header = TransportHeader {
+        port: 9898,
+        name: Some("podinfo.test.svc.cluster.local".to_owned()),
+        protocol: SessionProtocol::Http2,
+    };
+    let mut h2 = http2_on(client.connect_with_header(&header).await?).await?;
+    // The header decides the target; the request's own authority does not.
+    let req = Request::get("http://web.east.svc.cluster.local/via-header").body(Full::default())?;
+    let mut ok = report(
+        "  header http/2 podinfo.test.svc.cluster.local:9898",
+        h2.send_request(req).await,
+        200,
+    )
+    .await;
+
+    let (name, port) = ECHO_SERVICE;
+    let header = TransportHeader {
+        port,
+        name: Some(name.to_owned()),
+        protocol: SessionProtocol::Opaque,
+    };
+    let sent = b"ping through the gateway";
+    let mut echoed = Vec::new();
+    let exchange = async {
+        let mut stream = client.connect_with_header(&header).await?;
+        stream.write_all(sent).await?;
+        stream.shutdown().await?;
+        stream.read_to_end(&mut echoed).await
+    };
+    let echoed_ok = exchange.await.is_ok() && echoed == sent;
+    println!(
+        "  {}  header opaque {name}:{port} -> echoed {:?} and closed after our half-close",
+        if echoed_ok { "ok " } else { "ERR" },
+        String::from_utf8_lossy(&echoed)
+    );
+    ok &= echoed_ok;
+    Ok(ok)
+}
+
+/// Plain mTLS HTTP: HTTP/2 routed by `:authority`, HTTP/1.1 by `l5d-dst-override`, and a name
+/// outside the allowlist.
+async fn plain_steps(h2_client: &MtlsClient, h1_client: &MtlsClient) -> anyhow::Result<bool> {
+    let mut ok = true;
+    let mut h2 = h2_client.http2().await?;
+    for i in 0..3 {
+        let req =
+            Request::get(format!("http://{}/podinfo/{i}", SERVICES[0])).body(Full::default())?;
+        h2.ready().await?;
+        ok &= report(
+            &format!("  HTTP/2   :authority {}", SERVICES[0]),
+            h2.send_request(req).await,
+            200,
+        )
+        .await;
+    }
+    let mut h1 = h1_client.http1().await?;
+    let req = Request::get("/frontend")
+        .header("host", "ignored.example")
+        .header("l5d-dst-override", SERVICES[1])
+        .body(Full::default())?;
+    h1.ready().await?;
+    ok &= report(
+        &format!("  HTTP/1.1 l5d-dst-override {}", SERVICES[1]),
+        h1.send_request(req).await,
+        200,
+    )
+    .await;
+    let outside = "kubernetes.default.svc.cluster.local.evil.com";
+    let req = Request::get("/")
+        .header("l5d-dst-override", outside)
+        .body(Full::default())?;
+    h1.ready().await?;
+    ok &= report(
+        &format!("  HTTP/1.1 l5d-dst-override {outside}"),
+        h1.send_request(req).await,
+        404,
+    )
+    .await;
+    Ok(ok)
+}
+
+/// A caller whose certificate chains to another trust anchor is refused at the handshake.
+async fn refused_step(intruder: &MtlsClient) -> anyhow::Result<bool> {
+    let outcome = match intruder.http1().await {
+        Err(e) => Err(format!("{e:#}")),
+        Ok(mut send) => {
+            let req = Request::get("/")
+                .header("l5d-dst-override", SERVICES[0])
+                .body(Full::default())?;
+            send.send_request(req)
+                .await
+                .map(|r| r.status())
+                .map_err(|e| crate::error::chain(&e))
+        }
+    };
+    match outcome {
+        Err(e) => {
+            println!("  ok   refused before any request ({e})");
+            Ok(true)
+        }
+        Ok(status) => {
+            println!("  ERR  answered {status}");
+            Ok(false)
+        }
+    }
+}
+
 /// Runs the demo; returns whether every step behaved as expected.
 ///
 /// # Errors
@@ -281,6 +477,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let pki = DemoPki::create(&dir)?;
     let podinfo = Backend::start("podinfo").await?;
     let frontend = Backend::start("frontend").await?;
+    let echo = Backend::start_tcp_echo().await?;
     let mut config = Config {
         listen: options.listen,
         admin_listen: options.admin_listen,
@@ -295,7 +492,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     config
         .endpoints
         .insert(SERVICES[1].to_owned(), vec![frontend.addr]);
-    let bound = app::bind(&config).await?;
+    let (echo_name, echo_port) = ECHO_SERVICE;
+    config
+        .endpoints
+        .insert(format!("{echo_name}:{echo_port}"), vec![echo.addr]);
+    let bound = app::bind(&config, None).await?;
     println!(
         "meshgate demo: gateway {} on {} (admin {})",
         bound.identity, bound.data_addr, bound.admin_addr
@@ -304,103 +505,46 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         "  services: {} -> {}, {} -> {}",
         SERVICES[0], podinfo.addr, SERVICES[1], frontend.addr
     );
+    println!(
+        "            {}:{} -> {} (opaque TCP echo)",
+        ECHO_SERVICE.0, ECHO_SERVICE.1, echo.addr
+    );
     println!("  PKI in {}\n", dir.display());
 
-    let mut ok = true;
-    let client_creds = pki.client.credentials(&pki.anchors)?;
-    let alpn_h2 = [tls_config::ALPN_H2];
-    let alpn_h1 = [tls_config::ALPN_HTTP1];
-    let trusted_h2 = MtlsClient::new(
-        Some(&client_creds),
-        &pki.anchors,
-        GATEWAY_ID,
-        bound.data_addr,
-        &alpn_h2,
-    )?;
-    let trusted_h1 = MtlsClient::new(
-        Some(&client_creds),
-        &pki.anchors,
-        GATEWAY_ID,
-        bound.data_addr,
-        &alpn_h1,
-    )?;
-
-    let mut h2 = trusted_h2.http2().await?;
-    for i in 0..3 {
-        let req =
-            Request::get(format!("http://{}/podinfo/{i}", SERVICES[0])).body(Full::default())?;
-        ok &= report(
-            &format!("HTTP/2  :authority {}", SERVICES[0]),
-            {
-                h2.ready().await?;
-                h2.send_request(req).await
-            },
-            200,
+    let client = pki.client.credentials(&pki.anchors)?;
+    let connect = |alpn: &[&[u8]]| {
+        MtlsClient::new(
+            Some(&client),
+            &pki.anchors,
+            GATEWAY_ID,
+            bound.data_addr,
+            alpn,
         )
-        .await;
-    }
-    let mut h1 = trusted_h1.http1().await?;
-    let req = Request::get("/frontend")
-        .header("host", "ignored.example")
-        .header("l5d-dst-override", SERVICES[1])
-        .body(Full::default())?;
-    ok &= report(
-        &format!("HTTP/1.1 l5d-dst-override {}", SERVICES[1]),
-        {
-            h1.ready().await?;
-            h1.send_request(req).await
-        },
-        200,
-    )
-    .await;
-    let req = Request::get("/")
-        .header(
-            "l5d-dst-override",
-            "kubernetes.default.svc.cluster.local.evil.com",
-        )
-        .body(Full::default())?;
-    ok &= report(
-        "HTTP/1.1 outside the allowed suffixes",
-        {
-            h1.ready().await?;
-            h1.send_request(req).await
-        },
-        404,
-    )
-    .await;
-
-    let foreign_creds = pki.foreign.credentials(&pki.foreign_anchors)?;
-    let intruder = MtlsClient::new(
-        Some(&foreign_creds),
-        &pki.anchors,
-        GATEWAY_ID,
-        bound.data_addr,
-        &alpn_h1,
-    )?;
-    let refused = match intruder.http1().await {
-        Err(e) => {
-            println!("  refused  caller of a foreign trust anchor: {e}");
-            true
-        }
-        Ok(mut send) => {
-            let req = Request::get("/")
-                .header("l5d-dst-override", SERVICES[0])
-                .body(Full::default())?;
-            let result = send.send_request(req).await;
-            println!(
-                "  refused  caller of a foreign trust anchor: {}",
-                result
-                    .as_ref()
-                    .map_or_else(|e| e.to_string(), |r| format!("UNEXPECTED {}", r.status()))
-            );
-            result.is_err()
-        }
     };
-    ok &= refused;
+    println!("As a Linkerd proxy (ALPN transport.l5d.io/v1 + transport header):");
+    let mut ok = header_steps(&connect(&[tls_config::ALPN_TRANSPORT_HEADER])?).await?;
+    println!("As a plain mTLS HTTP client:");
+    ok &= plain_steps(
+        &connect(&[tls_config::ALPN_H2])?,
+        &connect(&[tls_config::ALPN_HTTP1])?,
+    )
+    .await?;
+    println!("As a caller of another mesh:");
+    let foreign = pki.foreign.credentials(&pki.foreign_anchors)?;
+    ok &= refused_step(&MtlsClient::new(
+        Some(&foreign),
+        &pki.anchors,
+        GATEWAY_ID,
+        bound.data_addr,
+        &[tls_config::ALPN_HTTP1],
+    )?)
+    .await?;
 
     println!("\nmetrics (http://{}/metrics):", bound.admin_addr);
     for line in bound.metrics.encode().lines() {
-        let interesting = (line.starts_with("request_total") || line.starts_with("response_total"))
+        let interesting = (line.starts_with("request_total")
+            || line.starts_with("response_total")
+            || line.starts_with("inbound_tcp_transport_header_connections_total"))
             || (line.starts_with("gateway_handshakes_refused_total") && !line.ends_with(" 0"));
         if interesting {
             println!("  {line}");

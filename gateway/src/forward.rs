@@ -2,4 +2,5 @@
 //! upstream clients.
 
 pub mod http;
+pub mod tcp;
 pub mod upstream;

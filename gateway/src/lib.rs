@@ -6,8 +6,9 @@
 //! listener::run      accept → permit → spawn(conn::serve)                          listener.rs
 //! conn::serve        one task per connection                                        conn.rs
 //!  1 tls::accept       mTLS under the detect deadline → peer identity, ALPN          tls.rs, identity
-//!  2 HTTP session      hyper serves HTTP/1 or HTTP/2                                 forward/http.rs
-//!  3 route             l5d-dst-override, else :authority / Host → Target            target.rs
+//!  2 session           ALPN transport.l5d.io/v1 → transport header → Target +       transport_header.rs
+//!                      protocol (HTTP/1, HTTP/2, opaque); h2/http1/none → HTTP      forward/http.rs, forward/tcp.rs
+//!  3 route             header target, else l5d-dst-override, else :authority/Host   target.rs
 //!  4 checks            suffix allowlist, loop (identity, Forwarded by=)             target.rs, forwarded.rs
 //!  5 forward           rewrite headers, pooled upstream client                      forward/upstream.rs
 //!  6 resolve+connect   static endpoints, else DNS; one retry on another endpoint     resolve.rs
@@ -30,3 +31,4 @@ pub mod metrics;
 pub mod resolve;
 pub mod target;
 pub mod tls;
+pub mod transport_header;

@@ -5,11 +5,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::{Args, Parser, Subcommand};
+use gateway::admin::LogLevel;
 use gateway::config::{
     self, Config, ENV_CONFIG, EXIT_BAD_CONFIG, LogFormat, Overrides, ProcessEnv,
 };
 use gateway::{app, demo};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 #[derive(Parser)]
 #[command(
@@ -114,7 +120,7 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
         } => {
-            init_logging("warn", LogFormat::Text);
+            let _ = init_logging("warn", LogFormat::Text);
             let options = demo::DemoOptions {
                 serve,
                 listen,
@@ -148,12 +154,15 @@ fn run(args: &RunArgs) -> ExitCode {
         print!("{}", config.to_yaml());
         return ExitCode::SUCCESS;
     }
-    init_logging(&config.log, config.log_format);
+    let log_level = init_logging(&config.log, config.log_format);
     tracing::info!(config = %config.to_yaml(), "effective configuration");
     let result = runtime(config.workers).and_then(|rt| {
         rt.block_on(async {
-            let bound = app::bind(&config).await?;
-            wait_for_signal().await;
+            let bound = app::bind(&config, Some(log_level)).await?;
+            tokio::select! {
+                _ = wait_for_signal() => {}
+                _ = bound.shutdown_requested() => tracing::info!("shutdown requested on the admin port"),
+            }
             tracing::info!(grace = %humantime::format_duration(config.shutdown_grace_period), "draining");
             if !bound.drain(config.shutdown_grace_period).await {
                 tracing::warn!("grace period over with connections still open");
@@ -197,14 +206,29 @@ async fn wait_for_signal() {
     }
 }
 
-fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// The log filter behind `/proxy-log-level`.
+struct ReloadableFilter(reload::Handle<EnvFilter, Registry>);
+
+impl LogLevel for ReloadableFilter {
+    fn current(&self) -> String {
+        self.0.with_current(ToString::to_string).unwrap_or_default()
     }
+
+    fn set(&self, filter: &str) -> Result<(), String> {
+        let filter = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+        self.0.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
+/// Installs the subscriber (stderr, text or JSON); returns the handle that changes its filter.
+fn init_logging(filter: &str, format: LogFormat) -> Arc<dyn LogLevel> {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
+    }
+    Arc::new(ReloadableFilter(handle))
 }

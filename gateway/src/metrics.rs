@@ -1,14 +1,17 @@
 //! Prometheus metrics with Linkerd's names and labels (so Viz and its dashboards work), plus the
 //! gateway's own families. Label values are shared strings; handles are bound once per connection.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use identity::Refusal;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -126,25 +129,173 @@ pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
+/// `inbound_tcp_transport_header_connections_total` labels, exactly Linkerd's (spec §9.3).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TransportHeaderLabels {
+    /// `http/1`, `http/2` or `""` (opaque).
+    pub session_protocol: &'static str,
+    /// The header's port.
+    pub target_port: u16,
+    /// The header's name, `""` when absent.
+    pub target_name: Label,
+    /// The caller's identity.
+    pub client_id: Label,
+}
+
+/// `inbound_tcp_errors_total` labels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Linkerd's error label: `gateway domain invalid`, `gateway loop`, `i/o`,
+    /// `tls detection timeout`, `unexpected`, `failfast`, `loadshed`.
+    pub error: &'static str,
+}
+
+/// Authorization counter labels: the server and authorization that decided (the default
+/// `all-authenticated` policy until a policy file names others).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AuthzLabels {
+    /// `default`.
+    pub srv_kind: &'static str,
+    /// `all-authenticated`.
+    pub srv_name: &'static str,
+    /// `default`.
+    pub authz_kind: &'static str,
+    /// `all-authenticated`.
+    pub authz_name: &'static str,
+    /// Always `true`.
+    pub tls: &'static str,
+    /// The caller's identity.
+    pub client_id: Label,
+}
+
+impl AuthzLabels {
+    /// The default policy's allow of `client_id`.
+    pub fn default_allow(client_id: Label) -> Self {
+        Self {
+            srv_kind: "default",
+            srv_name: "all-authenticated",
+            authz_kind: "default",
+            authz_name: "all-authenticated",
+            tls: "true",
+            client_id,
+        }
+    }
+}
+
+/// A family whose label sets are removed once unused for the retention period, so label sets
+/// that grow with callers × targets stay bounded (Linkerd's `METRICS_RETAIN_IDLE`).
+pub struct Tracked<L, M, C = fn() -> M> {
+    family: Family<L, M, C>,
+    used: RwLock<HashMap<L, AtomicU64>>,
+}
+
+impl<L, M, C> Tracked<L, M, C>
+where
+    L: Clone + Eq + Hash,
+    C: MetricConstructor<M>,
+{
+    fn new(family: Family<L, M, C>) -> Self {
+        Self {
+            family,
+            used: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The metric for `labels`, created if needed, marked as used now.
+    pub fn get(&self, labels: &L) -> impl std::ops::Deref<Target = M> + '_ {
+        self.touch(labels);
+        self.family.get_or_create(labels)
+    }
+
+    /// A shared handle to the metric for `labels` (counts on it stay exported while in use).
+    pub fn get_owned(&self, labels: &L) -> M
+    where
+        M: Clone,
+    {
+        self.touch(labels);
+        self.family.get_or_create_owned(labels)
+    }
+
+    fn touch(&self, labels: &L) {
+        let now = unix_now();
+        if let Some(at) = self
+            .used
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(labels)
+        {
+            at.store(now, Ordering::Relaxed);
+            return;
+        }
+        self.used
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(labels.clone())
+            .or_insert_with(|| AtomicU64::new(now))
+            .store(now, Ordering::Relaxed);
+    }
+
+    /// Removes label sets unused since `cutoff` (Unix seconds) for which `keep` is false.
+    fn evict(&self, cutoff: u64, keep: impl Fn(&L) -> bool) -> usize {
+        let mut used = self.used.write().unwrap_or_else(PoisonError::into_inner);
+        let before = used.len();
+        used.retain(|labels, at| {
+            let retain = at.load(Ordering::Relaxed) >= cutoff || keep(labels);
+            if !retain {
+                self.family.remove(labels);
+            }
+            retain
+        });
+        before - used.len()
+    }
+
+    /// How many label sets are exported.
+    pub fn len(&self) -> usize {
+        self.used
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no label set is exported.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// All metric families, registered once.
 pub struct Metrics {
     registry: Registry,
     /// `request_total`.
-    pub requests: Family<RouteLabels, Counter>,
+    pub requests: Tracked<RouteLabels, Counter>,
     /// `response_total`.
-    pub responses: Family<ResponseLabels, Counter>,
+    pub responses: Tracked<ResponseLabels, Counter>,
     /// `response_latency_ms`.
-    pub latency: Family<LatencyLabels, Histogram>,
+    pub latency: Tracked<LatencyLabels, Histogram>,
     /// `tcp_open_total`.
-    pub tcp_open: Family<TcpLabels, Counter>,
+    pub tcp_open: Tracked<TcpLabels, Counter>,
     /// `tcp_close_total`.
-    pub tcp_close: Family<CloseLabels, Counter>,
+    pub tcp_close: Tracked<CloseLabels, Counter>,
     /// `tcp_open_connections`.
-    pub tcp_open_connections: Family<TcpLabels, Gauge>,
+    pub tcp_open_connections: Tracked<TcpLabels, Gauge>,
     /// `tcp_read_bytes_total`.
-    pub tcp_read_bytes: Family<TcpLabels, Counter>,
+    pub tcp_read_bytes: Tracked<TcpLabels, Counter>,
     /// `tcp_write_bytes_total`.
-    pub tcp_write_bytes: Family<TcpLabels, Counter>,
+    pub tcp_write_bytes: Tracked<TcpLabels, Counter>,
+    /// `inbound_tcp_transport_header_connections_total`.
+    pub transport_headers: Tracked<TransportHeaderLabels, Counter>,
+    /// `inbound_http_authz_allow_total`.
+    pub http_authz_allow: Tracked<AuthzLabels, Counter>,
+    /// `inbound_tcp_authz_allow_total`.
+    pub tcp_authz_allow: Tracked<AuthzLabels, Counter>,
+    /// `inbound_tcp_errors_total{error}`.
+    pub tcp_errors: Family<ErrorLabels, Counter>,
     /// `gateway_handshakes_refused_total{reason}`.
     pub refused: Family<RefusalLabels, Counter>,
 }
@@ -169,50 +320,79 @@ impl Metrics {
         let tcp_open_connections = Family::default();
         let tcp_read_bytes = Family::default();
         let tcp_write_bytes = Family::default();
+        let transport_headers = Family::default();
+        let http_authz_allow = Family::default();
+        let tcp_authz_allow = Family::default();
+        let tcp_errors = Family::default();
         let refused = Family::default();
-        registry.register(
+        let r = &mut registry;
+        r.register(
             "request",
             "Requests forwarded (Linkerd's request_total)",
             requests.clone(),
         );
-        registry.register("response", "Responses sent downstream", responses.clone());
-        registry.register(
+        r.register("response", "Responses sent downstream", responses.clone());
+        r.register(
             "response_latency_ms",
             "Time to response headers, in milliseconds",
             latency.clone(),
         );
-        registry.register("tcp_open", "Connections opened", tcp_open.clone());
-        registry.register("tcp_close", "Connections closed", tcp_close.clone());
-        registry.register(
+        r.register("tcp_open", "Connections opened", tcp_open.clone());
+        r.register("tcp_close", "Connections closed", tcp_close.clone());
+        r.register(
             "tcp_open_connections",
             "Connections open now",
             tcp_open_connections.clone(),
         );
-        registry.register(
+        r.register(
             "tcp_read_bytes",
             "Bytes read from sockets",
             tcp_read_bytes.clone(),
         );
-        registry.register(
+        r.register(
             "tcp_write_bytes",
             "Bytes written to sockets",
             tcp_write_bytes.clone(),
         );
-        registry.register(
+        r.register(
+            "inbound_tcp_transport_header_connections",
+            "Connections that sent a transport header",
+            transport_headers.clone(),
+        );
+        r.register(
+            "inbound_http_authz_allow",
+            "HTTP requests authorized",
+            http_authz_allow.clone(),
+        );
+        r.register(
+            "inbound_tcp_authz_allow",
+            "Opaque connections authorized",
+            tcp_authz_allow.clone(),
+        );
+        r.register(
+            "inbound_tcp_errors",
+            "Downstream connections that failed, by error",
+            tcp_errors.clone(),
+        );
+        r.register(
             "gateway_handshakes_refused",
             "Downstream connections refused before any request, by reason",
             refused.clone(),
         );
         let metrics = Self {
             registry,
-            requests,
-            responses,
-            latency,
-            tcp_open,
-            tcp_close,
-            tcp_open_connections,
-            tcp_read_bytes,
-            tcp_write_bytes,
+            requests: Tracked::new(requests),
+            responses: Tracked::new(responses),
+            latency: Tracked::new(latency),
+            tcp_open: Tracked::new(tcp_open),
+            tcp_close: Tracked::new(tcp_close),
+            tcp_open_connections: Tracked::new(tcp_open_connections),
+            tcp_read_bytes: Tracked::new(tcp_read_bytes),
+            tcp_write_bytes: Tracked::new(tcp_write_bytes),
+            transport_headers: Tracked::new(transport_headers),
+            http_authz_allow: Tracked::new(http_authz_allow),
+            tcp_authz_allow: Tracked::new(tcp_authz_allow),
+            tcp_errors,
             refused,
         };
         // Pre-create every refusal reason so dashboards see zeros, not gaps.
@@ -222,6 +402,39 @@ impl Metrics {
             });
         }
         metrics
+    }
+
+    /// Removes every label set unused for `idle`, except transport label sets of connections
+    /// still open. Returns how many were removed.
+    pub fn evict_idle(&self, idle: Duration) -> usize {
+        self.evict_unused_since(unix_now().saturating_sub(idle.as_secs()))
+    }
+
+    /// Removes every label set not used at or after `cutoff` (Unix seconds), except transport
+    /// label sets of connections still open.
+    fn evict_unused_since(&self, cutoff: u64) -> usize {
+        let open = |labels: &TcpLabels| {
+            self.tcp_open_connections
+                .family
+                .get(labels)
+                .is_some_and(|g| g.get() > 0)
+        };
+        self.requests.evict(cutoff, |_| false)
+            + self.responses.evict(cutoff, |_| false)
+            + self.latency.evict(cutoff, |_| false)
+            + self.transport_headers.evict(cutoff, |_| false)
+            + self.http_authz_allow.evict(cutoff, |_| false)
+            + self.tcp_authz_allow.evict(cutoff, |_| false)
+            + self.tcp_close.evict(cutoff, |l| open(&l.tcp))
+            + self.tcp_open.evict(cutoff, open)
+            + self.tcp_read_bytes.evict(cutoff, open)
+            + self.tcp_write_bytes.evict(cutoff, open)
+            + self.tcp_open_connections.evict(cutoff, open)
+    }
+
+    /// Counts a downstream connection that failed with Linkerd's `error` label.
+    pub fn tcp_error(&self, error: &'static str) {
+        self.tcp_errors.get_or_create(&ErrorLabels { error }).inc();
     }
 
     /// Counts a refused connection; returns whether this reason is new (first occurrence).
@@ -245,11 +458,11 @@ impl Metrics {
 
     /// Opens a transport record: counts the open, returns a guard that counts the close.
     pub fn open_connection(self: &Arc<Self>, labels: TcpLabels) -> ConnRecord {
-        self.tcp_open.get_or_create(&labels).inc();
-        self.tcp_open_connections.get_or_create(&labels).inc();
+        self.tcp_open.get(&labels).inc();
+        self.tcp_open_connections.get(&labels).inc();
         ConnRecord {
-            read: self.tcp_read_bytes.get_or_create_owned(&labels),
-            write: self.tcp_write_bytes.get_or_create_owned(&labels),
+            read: self.tcp_read_bytes.get_owned(&labels),
+            write: self.tcp_write_bytes.get_owned(&labels),
             metrics: self.clone(),
             labels,
             errno: "",
@@ -281,13 +494,10 @@ impl ConnRecord {
 
 impl Drop for ConnRecord {
     fn drop(&mut self) {
-        self.metrics
-            .tcp_open_connections
-            .get_or_create(&self.labels)
-            .dec();
+        self.metrics.tcp_open_connections.get(&self.labels).dec();
         self.metrics
             .tcp_close
-            .get_or_create(&CloseLabels {
+            .get(&CloseLabels {
                 tcp: self.labels.clone(),
                 errno: self.errno,
             })
@@ -355,10 +565,10 @@ mod tests {
             tls: "true",
             client_id: "web.ns.serviceaccount.identity.linkerd.cluster.local".into(),
         };
-        metrics.requests.get_or_create(&route).inc();
+        metrics.requests.get(&route).inc();
         metrics
             .latency
-            .get_or_create(&LatencyLabels {
+            .get(&LatencyLabels {
                 route: route.clone(),
                 status_code: 200,
             })
@@ -380,6 +590,32 @@ mod tests {
         }
         drop(record);
         assert!(metrics.encode().contains("tcp_close_total{"));
+    }
+
+    #[test]
+    fn idle_label_sets_are_evicted_but_open_connections_stay() {
+        let metrics = Arc::new(Metrics::new());
+        let route = RouteLabels {
+            direction: "outbound",
+            authority: "a.svc.cluster.local:80".into(),
+            tls: "true",
+            client_id: "c".into(),
+        };
+        metrics.requests.get(&route).inc();
+        let open = metrics.open_connection(TcpLabels::inbound("still-open"));
+        drop(metrics.open_connection(TcpLabels::inbound("gone")));
+        assert!(
+            metrics.evict_idle(Duration::from_secs(600)) == 0,
+            "nothing is idle yet"
+        );
+        let removed = metrics.evict_unused_since(u64::MAX);
+        assert!(removed > 0);
+        let text = metrics.encode();
+        assert!(!text.contains("a.svc.cluster.local"), "{text}");
+        assert!(!text.contains("client_id=\"gone\""), "{text}");
+        assert!(text.contains("tcp_open_connections{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"still-open\""), "{text}");
+        assert_eq!(metrics.requests.len(), 0);
+        drop(open);
     }
 
     #[test]

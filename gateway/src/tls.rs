@@ -2,17 +2,19 @@
 //! caller's identity and the negotiated session protocol come out, or a refusal reason.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use identity::{IdentityName, Refusal, identity_of_cert};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// What the client asked to speak, from ALPN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alpn {
+    /// `transport.l5d.io/v1`: a transport header follows the handshake.
+    TransportHeader,
     /// `h2`.
     H2,
     /// `http/1.1`.
@@ -33,7 +35,7 @@ pub struct Accepted<IO> {
     pub sni: Option<String>,
 }
 
-/// Runs the server handshake on `io` within `deadline`.
+/// Runs the server handshake on `io`, finishing by `deadline`.
 ///
 /// # Errors
 /// The [`Refusal`] reason: timeout, not TLS, no/bad client certificate, protocol failure.
@@ -42,15 +44,18 @@ pub struct Accepted<IO> {
 pub async fn accept<IO>(
     io: IO,
     config: Arc<ServerConfig>,
-    deadline: Duration,
+    deadline: Instant,
 ) -> Result<Accepted<IO>, (Refusal, String)>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let stream = match tokio::time::timeout(deadline, TlsAcceptor::from(config).accept(io)).await {
+    let handshake = TlsAcceptor::from(config).accept(io);
+    let stream = match tokio::time::timeout_at(deadline, handshake).await {
         Err(_) => {
-            let after = humantime::format_duration(deadline);
-            return Err((Refusal::Timeout, format!("no handshake within {after}")));
+            return Err((
+                Refusal::Timeout,
+                "no handshake before the detect deadline".to_owned(),
+            ));
         }
         Ok(Err(e)) => return Err(classify(&e)),
         Ok(Ok(stream)) => stream,
@@ -65,6 +70,7 @@ where
             "client certificate names no identity".to_owned(),
         ))?;
     let alpn = match conn.alpn_protocol() {
+        Some(identity::tls_config::ALPN_TRANSPORT_HEADER) => Alpn::TransportHeader,
         Some(identity::tls_config::ALPN_H2) => Alpn::H2,
         Some(identity::tls_config::ALPN_HTTP1) => Alpn::Http1,
         _ => Alpn::None,

@@ -25,7 +25,7 @@ use tokio::sync::{Notify, watch};
 use crate::app::Shared;
 use crate::error::{Blame, ConnectError, Error};
 use crate::forwarded;
-use crate::metrics::{Label, LatencyLabels, ResponseLabels, RouteLabels};
+use crate::metrics::{AuthzLabels, Label, LatencyLabels, ResponseLabels, RouteLabels};
 use crate::target::Target;
 
 /// The body of every response sent downstream.
@@ -39,6 +39,17 @@ pub static L5D_CLIENT_ID: HeaderName = HeaderName::from_static("l5d-client-id");
 pub static L5D_PROXY_ERROR: HeaderName = HeaderName::from_static("l5d-proxy-error");
 /// Set to `close` when the gateway closes the downstream connection after an error.
 pub static L5D_PROXY_CONNECTION: HeaderName = HeaderName::from_static("l5d-proxy-connection");
+/// The HTTP/1 version a Linkerd proxy upgraded a request from (spec §6.2).
+pub static L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
+
+/// How the requests of a session find their target.
+#[derive(Clone, Debug)]
+pub enum Routing {
+    /// Each request names it: `l5d-dst-override`, else `:authority` / `Host`.
+    PerRequest,
+    /// A transport header fixed it for every request (or made every request fail).
+    Fixed(Result<Target, crate::target::Error>),
+}
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded; `te` is handled apart.
 static HOP_BY_HOP: [HeaderName; 5] = [
@@ -54,6 +65,7 @@ struct Session {
     shared: Arc<Shared>,
     peer: IdentityName,
     peer_label: Label,
+    routing: Routing,
     /// Notified when an error must close the downstream connection.
     close: Notify,
 }
@@ -67,6 +79,7 @@ pub async fn serve<IO>(
     shared: Arc<Shared>,
     io: IO,
     peer: IdentityName,
+    routing: Routing,
     mut drain: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn StdError + Send + Sync>>
 where
@@ -75,6 +88,7 @@ where
     let session = Arc::new(Session {
         peer_label: Label::from(peer.as_str()),
         peer,
+        routing,
         shared,
         close: Notify::new(),
     });
@@ -113,6 +127,11 @@ impl Session {
         let (authority, result) = match self.route(&req) {
             Ok(target) => {
                 let authority = Label::from(target.to_string().as_str());
+                self.shared
+                    .metrics
+                    .http_authz_allow
+                    .get(&AuthzLabels::default_allow(self.peer_label.clone()))
+                    .inc();
                 (authority, self.forward(&target, req).await)
             }
             Err(e) => (Label::default(), Err(e)),
@@ -131,12 +150,20 @@ impl Session {
         response
     }
 
-    /// Picks and checks the target: `l5d-dst-override`, else the URI authority, else `Host`.
+    /// Picks and checks the target: the transport header's, else `l5d-dst-override`, else the
+    /// URI authority, else `Host`. Loops (by identity or `Forwarded`) are refused either way.
     fn route(&self, req: &Request<Incoming>) -> Result<Target, Error> {
         if self.peer == self.shared.identity {
             return Err(Error::Loop);
         }
         let headers = req.headers();
+        if let Routing::Fixed(fixed) = &self.routing {
+            let target = fixed.clone()?;
+            if forwarded::has_loop(headers, self.shared.identity.as_str()) {
+                return Err(Error::Loop);
+            }
+            return Ok(target);
+        }
         let raw = match (
             headers.get(&L5D_DST_OVERRIDE),
             req.uri().authority(),
@@ -159,7 +186,11 @@ impl Session {
         target: &Target,
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, Error> {
-        let http1 = req.version() != Version::HTTP_2;
+        let downgraded = match req.version() {
+            Version::HTTP_2 => take_orig_proto(req.headers_mut()),
+            _ => None,
+        };
+        let http1 = req.version() != Version::HTTP_2 || downgraded.is_some();
         let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let uri = Uri::builder()
             .scheme("http")
@@ -187,7 +218,7 @@ impl Session {
             if let Ok(host) = HeaderValue::from_str(&host) {
                 headers.insert(HOST, host);
             }
-            *req.version_mut() = Version::HTTP_11;
+            *req.version_mut() = downgraded.unwrap_or(Version::HTTP_11);
             upstream.http1.request(req).await
         } else {
             headers.remove(HOST);
@@ -199,6 +230,16 @@ impl Session {
         // An upstream's own proxy-error headers are not ours to relay (spec §6.3).
         headers.remove(&L5D_PROXY_ERROR);
         headers.remove(&L5D_PROXY_CONNECTION);
+        if downgraded.is_some() {
+            // Tell the upgrading proxy which HTTP/1 version answered, so it can restore it.
+            let version = match response.version() {
+                Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            };
+            response
+                .headers_mut()
+                .insert(&L5D_ORIG_PROTO, HeaderValue::from_static(version));
+        }
         Ok(response.map(BodyExt::boxed))
     }
 
@@ -210,18 +251,18 @@ impl Session {
             tls: "true",
             client_id: self.peer_label.clone(),
         };
-        metrics.requests.get_or_create(&route).inc();
+        metrics.requests.get(&route).inc();
         let code = status.as_u16();
         metrics
             .latency
-            .get_or_create(&LatencyLabels {
+            .get(&LatencyLabels {
                 route: route.clone(),
                 status_code: code,
             })
             .observe(start.elapsed().as_secs_f64() * 1000.0);
         metrics
             .responses
-            .get_or_create(&ResponseLabels {
+            .get(&ResponseLabels {
                 route,
                 status_code: code,
                 classification: if status.is_server_error() {
@@ -267,6 +308,26 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(TE);
     if keep_te {
         headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Removes `l5d-orig-proto` and returns the HTTP/1 version it names (`HTTP/1.1` or `HTTP/1.0`,
+/// optionally followed by `; absolute-form`). The request then goes upstream as that version in
+/// origin form. An unknown value is logged and the request stays HTTP/2.
+fn take_orig_proto(headers: &mut HeaderMap) -> Option<Version> {
+    let value = headers.remove(&L5D_ORIG_PROTO)?;
+    let proto = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    match proto {
+        Some("HTTP/1.1") => Some(Version::HTTP_11),
+        Some("HTTP/1.0") => Some(Version::HTTP_10),
+        _ => {
+            tracing::warn!(value = ?value, "unknown l5d-orig-proto; forwarding as HTTP/2");
+            None
+        }
     }
 }
 
@@ -363,6 +424,26 @@ mod tests {
         assert!(headers.get("keep-alive").is_none());
         assert_eq!(headers.get(TE).unwrap(), "trailers");
         assert_eq!(headers.get("x-kept").unwrap(), "1");
+    }
+
+    #[test]
+    fn orig_proto_names_the_http1_version_in_both_forms() {
+        for (value, version) in [
+            ("HTTP/1.1", Some(Version::HTTP_11)),
+            ("HTTP/1.0", Some(Version::HTTP_10)),
+            ("HTTP/1.1; absolute-form", Some(Version::HTTP_11)),
+            ("HTTP/1.0; absolute-form", Some(Version::HTTP_10)),
+            ("HTTP/3", None),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(&L5D_ORIG_PROTO, HeaderValue::from_static(value));
+            assert_eq!(take_orig_proto(&mut headers), version, "{value}");
+            assert!(
+                headers.get(&L5D_ORIG_PROTO).is_none(),
+                "the header is removed"
+            );
+        }
+        assert_eq!(take_orig_proto(&mut HeaderMap::new()), None);
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub struct Upstream {
     pub http1: HttpClient,
     /// HTTP/2 prior-knowledge pool (one multiplexed connection per target).
     pub http2: HttpClient,
+    connector: Connector,
 }
 
 impl Upstream {
@@ -69,8 +70,12 @@ impl Upstream {
             .set_host(false);
         let http1 = builder.build(connector.clone());
         builder.http2_only(true);
-        let http2 = builder.build(connector);
-        Self { http1, http2 }
+        let http2 = builder.build(connector.clone());
+        Self {
+            http1,
+            http2,
+            connector,
+        }
     }
 }
 
@@ -85,14 +90,26 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let inner = self.inner.clone();
-        Box::pin(async move { inner.connect(uri).await })
+        Box::pin(async move {
+            let name = uri.host().unwrap_or_default();
+            let port = uri.port_u16().unwrap_or(80);
+            inner.connect(name, port).await.map(TokioIo::new)
+        })
+    }
+}
+
+impl Upstream {
+    /// Opens a TCP connection to one of `name:port`'s endpoints (opaque sessions).
+    ///
+    /// # Errors
+    /// No endpoints, refused, or timed out.
+    pub async fn connect(&self, name: &str, port: u16) -> Result<Metered<TcpStream>, ConnectError> {
+        self.connector.inner.connect(name, port).await
     }
 }
 
 impl ConnectorInner {
-    async fn connect(&self, uri: Uri) -> Result<TokioIo<Metered<TcpStream>>, ConnectError> {
-        let name = uri.host().unwrap_or_default();
-        let port = uri.port_u16().unwrap_or(80);
+    async fn connect(&self, name: &str, port: u16) -> Result<Metered<TcpStream>, ConnectError> {
         let endpoints = self.resolver.resolve(name, port).await?;
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last_error = None;
@@ -102,11 +119,9 @@ impl ConnectorInner {
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(tcp)) => {
                     let _ = tcp.set_nodelay(true);
-                    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-                    let record = self
-                        .metrics
-                        .open_connection(TcpLabels::outbound(Label::from(authority)));
-                    return Ok(TokioIo::new(Metered::with_record(tcp, record)));
+                    let authority = Label::from(format!("{name}:{port}").as_str());
+                    let record = self.metrics.open_connection(TcpLabels::outbound(authority));
+                    return Ok(Metered::with_record(tcp, record));
                 }
                 Ok(Err(source)) => {
                     tracing::debug!(%addr, error = %source, "upstream connect failed");

@@ -56,15 +56,11 @@ impl Harness {
             .insert(SERVICE.to_owned(), vec![backend.addr]);
         tweak(&mut config);
         let credentials = ca.leaf(GATEWAY_ID).credentials(&anchors).unwrap();
-        let gateway = app::start(
-            &config,
-            LoadedIdentity {
-                anchors: anchors.clone(),
-                credentials,
-            },
-        )
-        .await
-        .unwrap();
+        let identity = LoadedIdentity {
+            anchors: anchors.clone(),
+            credentials,
+        };
+        let gateway = app::start(&config, identity, None).await.unwrap();
         Self {
             ca,
             anchors,
@@ -164,6 +160,7 @@ pub async fn collect(response: http::Response<hyper::body::Incoming>) -> Answer 
 pub const H1: &[&[u8]] = &[tls_config::ALPN_HTTP1];
 pub const H2: &[&[u8]] = &[tls_config::ALPN_H2];
 pub const NONE: &[&[u8]] = &[];
+pub const L5D: &[&[u8]] = &[tls_config::ALPN_TRANSPORT_HEADER];
 
 /// Asserts that a request over a connection made by `client` fails (refused handshake).
 pub async fn assert_refused(client: &MtlsClient) {
