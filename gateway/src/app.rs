@@ -72,6 +72,18 @@ pub fn load_identity(config: &Config) -> Result<LoadedIdentity, Problems> {
     let anchors = anchors.map_err(|e| Problems(vec![e]))?;
     let credentials = Credentials::load(&cert, &key, &anchors)
         .map_err(|e| Problems(vec![format!("credentials {}: {e}", cert.display())]))?;
+    if let Some(expected) = &config.identity_name
+        && !credentials
+            .identity()
+            .as_str()
+            .eq_ignore_ascii_case(expected.trim_end_matches('.'))
+    {
+        return Err(Problems(vec![format!(
+            "credentials {} name {}, but the gateway's identity is configured as {expected}",
+            cert.display(),
+            credentials.identity()
+        )]));
+    }
     Ok(LoadedIdentity {
         anchors,
         credentials,

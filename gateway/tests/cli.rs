@@ -109,3 +109,21 @@ fn check_on_a_good_config_prints_the_effective_config() {
     assert!(stdout.contains("web.ns.svc.cluster.local:80"), "{stdout}");
     assert!(stdout.contains("svc.east.local"), "{stdout}");
 }
+
+#[test]
+fn check_refuses_a_certificate_for_another_identity() {
+    let ca = TestCa::new("cli.mesh");
+    let dir = identity_dir("name", &ca.leaf("someone-else.cli.mesh"), &ca.anchors_pem());
+    let out = meshgate()
+        .args(["run", "--check", "--identity-dir"])
+        .arg(&dir)
+        .env("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", "gateway.cli.mesh")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("someone-else.cli.mesh") && stderr.contains("gateway.cli.mesh"),
+        "{stderr}"
+    );
+}

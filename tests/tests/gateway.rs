@@ -348,6 +348,10 @@ async fn metrics_count_requests_and_connections() {
         .await,
         3
     );
+    let authz = format!(
+        "inbound_http_authz_allow_total{{srv_kind=\"default\",srv_name=\"all-authenticated\",authz_kind=\"default\",authz_name=\"all-authenticated\",tls=\"true\",client_id=\"{CLIENT_ID}\"}}"
+    );
+    assert_eq!(h.metric(&authz).await, 3);
     let inbound =
         format!("direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"{CLIENT_ID}\"");
     assert_eq!(h.metric(&format!("tcp_open_total{{{inbound}")).await, 1);

@@ -133,3 +133,62 @@ fn effective_config_roundtrips_through_yaml() {
         c
     );
 }
+
+#[test]
+fn linkerd_proxy_environment_configures_a_gateway_pod() {
+    let e = env(&[
+        ("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "[::]:4143"),
+        ("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "[::]:4191"),
+        (
+            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ),
+        (
+            "LINKERD2_PROXY_IDENTITY_LOCAL_NAME",
+            "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local",
+        ),
+        (
+            "LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES",
+            "svc.cluster.local.",
+        ),
+        ("LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT", "2s"),
+        ("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "30s"),
+        ("LINKERD2_PROXY_LOG", "warn,linkerd=info"),
+        ("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED", "true"),
+        ("LINKERD2_PROXY_METRICS_RETAIN_IDLE", "5m"),
+        (ENV_CERT, "/c.crt"),
+        (ENV_KEY, "/c.key"),
+    ]);
+    let c = Config::load(None, &e, &Vec::new()).unwrap();
+    assert_eq!(c.listen, "[::]:4143".parse().unwrap());
+    assert_eq!(c.admin_listen, "[::]:4191".parse().unwrap());
+    assert!(
+        c.trust_anchors_pem
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    assert_eq!(
+        c.identity_name.as_deref(),
+        Some("linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local")
+    );
+    assert_eq!(c.gateway_suffixes, vec!["svc.cluster.local."]);
+    assert_eq!(c.detect_timeout, Duration::from_secs(2));
+    assert_eq!(c.shutdown_grace_period, Duration::from_secs(30));
+    assert_eq!(c.log, "warn,linkerd=info");
+    assert!(c.shutdown_endpoint_enabled);
+    assert_eq!(c.metrics_retain_idle, Duration::from_secs(300));
+}
+
+#[test]
+fn bad_boolean_and_identity_name_are_reported() {
+    let e = env(&[
+        (ENV_SHUTDOWN_ENDPOINT_ENABLED, "perhaps"),
+        (ENV_IDENTITY_NAME, "not a name"),
+    ]);
+    let problems = Config::load(None, &e, &creds()).unwrap_err().0.join("\n");
+    assert!(
+        problems.contains("MESHGATE_SHUTDOWN_ENDPOINT_ENABLED"),
+        "{problems}"
+    );
+    assert!(problems.contains("identity_name"), "{problems}");
+}
