@@ -3,6 +3,7 @@
 //! caller of a foreign trust anchor — then a summary. The backend and client are reused by tests.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,25 +60,14 @@ impl Backend {
     /// # Errors
     /// When it cannot bind.
     pub async fn start(name: &'static str) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counter = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    let service =
-                        service_fn(
-                            move |req| async move { Ok::<_, Infallible>(answer(name, req)) },
-                        );
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
-                });
-            }
-        });
-        Ok(Self { addr, connections })
+        Self::spawn(move |tcp| async move {
+            let service =
+                service_fn(move |req| async move { Ok::<_, Infallible>(answer(name, req)) });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        })
+        .await
     }
 
     /// Starts an opaque TCP echo service on `127.0.0.1:0`: it writes back what it reads and
@@ -86,6 +76,21 @@ impl Backend {
     /// # Errors
     /// When it cannot bind.
     pub async fn start_tcp_echo() -> std::io::Result<Self> {
+        Self::spawn(|tcp| async move {
+            let (mut read, mut write) = tcp.into_split();
+            if tokio::io::copy(&mut read, &mut write).await.is_ok() {
+                let _ = write.shutdown().await;
+            }
+        })
+        .await
+    }
+
+    /// Binds `127.0.0.1:0` and runs `serve` on a task per accepted connection.
+    async fn spawn<F, Fut>(serve: F) -> std::io::Result<Self>
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let connections = Arc::new(AtomicUsize::new(0));
@@ -93,12 +98,7 @@ impl Backend {
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    let (mut read, mut write) = tcp.into_split();
-                    if tokio::io::copy(&mut read, &mut write).await.is_ok() {
-                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut write).await;
-                    }
-                });
+                tokio::spawn(serve(tcp));
             }
         });
         Ok(Self { addr, connections })

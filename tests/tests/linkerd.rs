@@ -6,7 +6,7 @@
 mod support;
 
 use bytes::Bytes;
-use gateway::demo::{Backend, http1_on, http2_on};
+use gateway::demo::Backend;
 use gateway::transport_header::{SessionProtocol, TransportHeader};
 use http::Request;
 use http_body_util::{BodyExt, Full};
@@ -31,14 +31,7 @@ fn service_header(protocol: SessionProtocol) -> TransportHeader {
 async fn transport_header_http1_session_uses_the_header_target() {
     let h = Harness::start(|_| {}).await;
     let client = h.client(CLIENT_ID, L5D);
-    let mut send = http1_on(
-        client
-            .connect_with_header(&service_header(SessionProtocol::Http1))
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut send = header_http1(&client, &service_header(SessionProtocol::Http1)).await;
     // The request names another service: the header decides.
     let req = Request::get("/one")
         .header("host", "other.ns.svc.cluster.local")
@@ -63,14 +56,7 @@ async fn transport_header_http1_session_uses_the_header_target() {
 async fn transport_header_http2_roundtrip() {
     let h = Harness::start(|_| {}).await;
     let client = h.client(CLIENT_ID, L5D);
-    let mut send = http2_on(
-        client
-            .connect_with_header(&service_header(SessionProtocol::Http2))
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut send = header_http2(&client, &service_header(SessionProtocol::Http2)).await;
     for i in 0..3 {
         let req = Request::get(format!("http://web.east.svc.cluster.local/{i}"))
             .body(Full::default())
@@ -86,14 +72,7 @@ async fn transport_header_http2_roundtrip() {
 async fn grpc_call_through_a_header_session_keeps_trailers() {
     let h = Harness::start(|_| {}).await;
     let client = h.client(CLIENT_ID, L5D);
-    let mut send = http2_on(
-        client
-            .connect_with_header(&service_header(SessionProtocol::Http2))
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut send = header_http2(&client, &service_header(SessionProtocol::Http2)).await;
     let message = Bytes::from_static(b"\x00\x00\x00\x00\x05hello");
     let req = Request::post("http://podinfo.test.svc.cluster.local:9898/echo.Echo/Say")
         .header("content-type", "application/grpc")
@@ -121,9 +100,7 @@ async fn header_naming_a_bad_domain_answers_404_and_grpc_status_5() {
         443,
         SessionProtocol::Http2,
     );
-    let mut send = http2_on(client.connect_with_header(&bad).await.unwrap())
-        .await
-        .unwrap();
+    let mut send = header_http2(&client, &bad).await;
     let req = Request::get("http://x/").body(Full::default()).unwrap();
     let answer = collect(send.send_request(req).await.unwrap()).await;
     assert_eq!(answer.status, 404);
@@ -199,14 +176,7 @@ async fn opaque_session_to_a_bad_domain_is_closed_and_counted() {
 async fn downgrade(orig_proto: &str, uri: &str) -> Answer {
     let h = Harness::start(|_| {}).await;
     let client = h.client(CLIENT_ID, L5D);
-    let mut send = http2_on(
-        client
-            .connect_with_header(&service_header(SessionProtocol::Http2))
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut send = header_http2(&client, &service_header(SessionProtocol::Http2)).await;
     let req = Request::get(uri)
         .header("l5d-orig-proto", orig_proto)
         .body(Full::default())
@@ -256,14 +226,7 @@ async fn orig_proto_downgrade_absolute_form_and_http10() {
 async fn header_session_loops_are_refused_by_identity_and_forwarded() {
     let h = Harness::start(|_| {}).await;
     let itself = h.client(GATEWAY_ID, L5D);
-    let mut send = http1_on(
-        itself
-            .connect_with_header(&service_header(SessionProtocol::Http1))
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut send = header_http1(&itself, &service_header(SessionProtocol::Http1)).await;
     let req = Request::get("/").body(Full::default()).unwrap();
     assert_eq!(
         collect(send.send_request(req).await.unwrap()).await.status,
@@ -271,14 +234,7 @@ async fn header_session_loops_are_refused_by_identity_and_forwarded() {
     );
 
     let client = h.client(CLIENT_ID, L5D);
-    let mut send = http2_on(
-        client
-            .connect_with_header(&service_header(SessionProtocol::Http2))
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut send = header_http2(&client, &service_header(SessionProtocol::Http2)).await;
     let req = Request::get("http://x/")
         .header(
             "forwarded",
@@ -287,12 +243,7 @@ async fn header_session_loops_are_refused_by_identity_and_forwarded() {
         .body(Full::default())
         .unwrap();
     let answer = collect(send.send_request(req).await.unwrap()).await;
-    assert_eq!(answer.status, 508);
-    assert_eq!(
-        answer.header("l5d-proxy-error"),
-        Some("gateway loop detected")
-    );
-    assert_eq!(answer.header("l5d-proxy-connection"), Some("close"));
+    assert_loop_refused(&answer);
     assert_eq!(h.backend.connections(), 0);
 }
 

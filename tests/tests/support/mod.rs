@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use gateway::app::{self, Bound, LoadedIdentity};
 use gateway::config::Config;
-use gateway::demo::{Backend, MtlsClient};
+use gateway::demo::{Backend, Http1Sender, Http2Sender, MtlsClient, http1_on, http2_on};
+use gateway::transport_header::TransportHeader;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -194,4 +195,28 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     false
+}
+
+/// A header session speaking HTTP/1.1 (the client must offer `transport.l5d.io/v1`).
+pub async fn header_http1(client: &MtlsClient, header: &TransportHeader) -> Http1Sender {
+    http1_on(client.connect_with_header(header).await.unwrap())
+        .await
+        .unwrap()
+}
+
+/// A header session speaking HTTP/2.
+pub async fn header_http2(client: &MtlsClient, header: &TransportHeader) -> Http2Sender {
+    http2_on(client.connect_with_header(header).await.unwrap())
+        .await
+        .unwrap()
+}
+
+/// The gateway's answer to a loop: 508, Linkerd's message, and the connection closing.
+pub fn assert_loop_refused(answer: &Answer) {
+    assert_eq!(answer.status, 508);
+    assert_eq!(
+        answer.header("l5d-proxy-error"),
+        Some("gateway loop detected")
+    );
+    assert_eq!(answer.header("l5d-proxy-connection"), Some("close"));
 }
