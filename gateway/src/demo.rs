@@ -370,7 +370,7 @@ async fn header_steps(client: &MtlsClient) -> anyhow::Result<bool> {
     // The header decides the target; the request's own authority does not.
     let req = Request::get("http://web.east.svc.cluster.local/via-header").body(Full::default())?;
     let mut ok = report(
-        "  header http/2 podinfo.test.svc.cluster.local:9898",
+        "header http/2   podinfo.test.svc.cluster.local:9898",
         h2.send_request(req).await,
         200,
     )
@@ -410,7 +410,7 @@ async fn plain_steps(h2_client: &MtlsClient, h1_client: &MtlsClient) -> anyhow::
             Request::get(format!("http://{}/podinfo/{i}", SERVICES[0])).body(Full::default())?;
         h2.ready().await?;
         ok &= report(
-            &format!("  HTTP/2   :authority {}", SERVICES[0]),
+            &format!("HTTP/2   :authority {}", SERVICES[0]),
             h2.send_request(req).await,
             200,
         )
@@ -423,7 +423,7 @@ async fn plain_steps(h2_client: &MtlsClient, h1_client: &MtlsClient) -> anyhow::
         .body(Full::default())?;
     h1.ready().await?;
     ok &= report(
-        &format!("  HTTP/1.1 l5d-dst-override {}", SERVICES[1]),
+        &format!("HTTP/1.1 l5d-dst-override {}", SERVICES[1]),
         h1.send_request(req).await,
         200,
     )
@@ -434,7 +434,7 @@ async fn plain_steps(h2_client: &MtlsClient, h1_client: &MtlsClient) -> anyhow::
         .body(Full::default())?;
     h1.ready().await?;
     ok &= report(
-        &format!("  HTTP/1.1 l5d-dst-override {outside}"),
+        &format!("HTTP/1.1 l5d-dst-override {outside}"),
         h1.send_request(req).await,
         404,
     )
@@ -458,7 +458,7 @@ async fn refused_step(intruder: &MtlsClient) -> anyhow::Result<bool> {
     };
     match outcome {
         Err(e) => {
-            println!("  ok   refused before any request ({e})");
+            println!("  ok   refused at the handshake ({e})");
             Ok(true)
         }
         Ok(status) => {
