@@ -9,9 +9,12 @@ use std::sync::Arc;
 pub const DEFAULT_SUFFIX: &str = "svc.cluster.local";
 
 /// A validated destination: a lower-case DNS name without trailing dot, and a port in 1..=65535.
+///
+/// Held as one shared `name:port` string, so labels, URIs and logs borrow it without allocating.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Target {
-    name: Arc<str>,
+    authority: Arc<str>,
+    name_len: usize,
     port: u16,
 }
 
@@ -152,19 +155,20 @@ impl Target {
             return Err(Error::NotAllowed);
         }
         Ok(Self {
-            name: Arc::from(name),
+            authority: Arc::from(format!("{name}:{port}")),
+            name_len: name.len(),
             port,
         })
     }
 
     /// The DNS name, lower-case, without a trailing dot.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.authority[..self.name_len]
     }
 
-    /// The name as a shared string (for metric labels and caches).
-    pub fn shared_name(&self) -> &Arc<str> {
-        &self.name
+    /// `name:port`, shared (for metric labels, URIs and caches).
+    pub fn authority(&self) -> &Arc<str> {
+        &self.authority
     }
 
     /// The port.
@@ -174,18 +178,18 @@ impl Target {
 
     /// The authority as written in `Host` and `Forwarded: host=`: the name alone for port 80,
     /// else `name:port`.
-    pub fn host_header(&self) -> String {
+    pub fn host_header(&self) -> &str {
         if self.port == 80 {
-            self.name.to_string()
+            self.name()
         } else {
-            self.to_string()
+            &self.authority
         }
     }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.name, self.port)
+        f.write_str(&self.authority)
     }
 }
 

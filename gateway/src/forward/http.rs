@@ -65,6 +65,8 @@ struct Session {
     shared: Arc<Shared>,
     peer: IdentityName,
     peer_label: Label,
+    /// `l5d-client-id` value, made once per connection.
+    peer_header: Option<HeaderValue>,
     routing: Routing,
     /// Notified when an error must close the downstream connection.
     close: Notify,
@@ -87,6 +89,8 @@ where
 {
     let session = Arc::new(Session {
         peer_label: Label::from(peer.as_str()),
+        // Identities are visible ASCII, so this is always a valid header value.
+        peer_header: HeaderValue::from_str(peer.as_str()).ok(),
         peer,
         routing,
         shared,
@@ -126,7 +130,7 @@ impl Session {
         let http1 = req.version() != Version::HTTP_2;
         let (authority, result) = match self.route(&req) {
             Ok(target) => {
-                let authority = Label::from(target.to_string().as_str());
+                let authority = Label(target.authority().clone());
                 self.shared
                     .metrics
                     .http_authz_allow
@@ -194,7 +198,7 @@ impl Session {
         let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let uri = Uri::builder()
             .scheme("http")
-            .authority(target.to_string())
+            .authority(&**target.authority())
             .path_and_query(path)
             .build()
             .map_err(|e| Error::Upstream(format!("cannot build upstream URI: {e}")))?;
@@ -204,18 +208,17 @@ impl Session {
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         headers.remove(&L5D_DST_OVERRIDE);
-        // Identities and DNS names are visible ASCII, so these values are always valid headers.
-        if let Ok(id) = HeaderValue::from_str(self.peer.as_str()) {
-            headers.insert(&L5D_CLIENT_ID, id);
+        if let Some(id) = &self.peer_header {
+            headers.insert(&L5D_CLIENT_ID, id.clone());
         }
         if let Ok(element) =
-            HeaderValue::from_str(&forwarded::element(gateway, self.peer.as_str(), &host))
+            HeaderValue::from_str(&forwarded::element(gateway, self.peer.as_str(), host))
         {
             headers.append(FORWARDED, element);
         }
         let upstream = &self.shared.upstream;
         let result = if http1 {
-            if let Ok(host) = HeaderValue::from_str(&host) {
+            if let Ok(host) = HeaderValue::from_str(host) {
                 headers.insert(HOST, host);
             }
             *req.version_mut() = downgraded.unwrap_or(Version::HTTP_11);
