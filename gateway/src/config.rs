@@ -417,7 +417,8 @@ impl Config {
     /// Checks the combined values; returns every problem (empty when valid).
     pub fn validate(&self) -> Problems {
         let mut problems = Vec::new();
-        if self.listen == self.admin_listen {
+        // Port 0 asks for two different ephemeral ports, so only a fixed port can collide.
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
             problems.push(format!("listen and admin_listen are both {}", self.listen));
         }
         match (&self.identity_dir, &self.cert, &self.key) {

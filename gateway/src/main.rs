@@ -147,10 +147,12 @@ fn run(args: &RunArgs) -> ExitCode {
         Ok(config) => config,
         Err(problems) => return bad_config(&problems),
     };
+    // Unusable credentials are a configuration problem too: same report, same exit status.
+    let identity = match app::load_identity(&config) {
+        Ok(identity) => identity,
+        Err(problems) => return bad_config(&problems),
+    };
     if args.check {
-        if let Err(problems) = app::load_identity(&config) {
-            return bad_config(&problems);
-        }
         print!("{}", config.to_yaml());
         return ExitCode::SUCCESS;
     }
@@ -158,7 +160,7 @@ fn run(args: &RunArgs) -> ExitCode {
     tracing::info!(config = %config.to_yaml(), "effective configuration");
     let result = runtime(config.workers).and_then(|rt| {
         rt.block_on(async {
-            let bound = app::bind(&config, Some(log_level)).await?;
+            let bound = app::start(&config, identity, Some(log_level)).await?;
             tokio::select! {
                 _ = wait_for_signal() => {}
                 _ = bound.shutdown_requested() => tracing::info!("shutdown requested on the admin port"),

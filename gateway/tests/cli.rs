@@ -127,3 +127,28 @@ fn check_refuses_a_certificate_for_another_identity() {
         "{stderr}"
     );
 }
+
+#[test]
+fn run_with_unusable_credentials_exits_64_before_binding() {
+    let ca = TestCa::new("cli.mesh");
+    let other = TestCa::new("other.mesh");
+    let dir = identity_dir(
+        "run",
+        &other.expired_leaf("gateway.cli.mesh"),
+        &ca.anchors_pem(),
+    );
+    let out = meshgate()
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--identity-dir",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not chain"));
+}
