@@ -1,0 +1,546 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of the gateway hop (run through run.sh).
+
+meshgate, nginx, HAProxy, Caddy and Envoy are configured as mTLS gateways with the same PKI,
+client-certificate verification and routing on `l5d-dst-override`; an nginx that answers itself
+over mTLS (routes nothing) is the practical limit. Each gateway is pinned to CPU 0 with one
+worker; the load generator (oha) and the backend (nginx) share CPU 1. Workloads run interleaved
+(every target once per repetition, in a rotating order) and the medians are reported.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GATEWAY_CORE = "0"
+LOAD_CORE = 1
+SERVICE = "svc.bench.svc.cluster.local:80"
+SERVICE_H2 = "svc-h2.bench.svc.cluster.local:80"
+BACKEND_H1, BACKEND_H2 = 18080, 18081
+PORTS = {"meshgate": 19001, "nginx": 19002, "haproxy": 19003, "caddy": 19004, "envoy": 19005, "terminator": 19006}
+MESHGATE_ADMIN = 19101
+PEERS = ["nginx", "haproxy", "caddy", "envoy"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+WORKLOADS = {
+    "A": ("HTTP/1.1 keep-alive, 64 connections, small responses", ["-c", "64"], "/", SERVICE),
+    "B": ("HTTP/2, 4 connections x 32 streams, small responses", ["--http2", "-c", "4", "-p", "32"], "/", SERVICE_H2),
+    "C": ("a new mTLS connection per request, 8 at a time", ["-c", "8", "--disable-keepalive"], "/", SERVICE),
+    "D": ("1 MiB responses, 8 connections", ["-c", "8"], "/1m", SERVICE),
+    "E": ("fixed 5,000 req/s, 64 connections, latency corrected for coordinated omission",
+          ["-c", "64", "-q", "5000", "--latency-correction"], "/", SERVICE),
+}
+
+
+def run(*argv, **kw):
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kw)
+
+
+# === PKI ===
+
+def make_pki(d: Path):
+    """ECDSA P-256 root -> issuer -> leaves (gateway, client), plus a foreign root and client."""
+    def key(name):
+        run("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-out", str(d / f"{name}.key"))
+
+    def ext(name, text):
+        (d / f"{name}.ext").write_text(text)
+        return str(d / f"{name}.ext")
+
+    def sign(name, issuer, extensions, days=30):
+        run("openssl", "req", "-new", "-key", str(d / f"{name}.key"), "-subj", f"/CN={name}.bench.local",
+            "-out", str(d / f"{name}.csr"))
+        run("openssl", "x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / f"{issuer}.crt"),
+            "-CAkey", str(d / f"{issuer}.key"), "-CAcreateserial", "-days", str(days), "-sha256",
+            "-extfile", ext(name, extensions), "-out", str(d / f"{name}.crt"))
+
+    for root in ["root", "foreign-root"]:
+        key(root)
+        run("openssl", "req", "-x509", "-new", "-key", str(d / f"{root}.key"), "-subj", f"/CN={root}.bench.local",
+            "-days", "365", "-sha256", "-addext", "basicConstraints=critical,CA:TRUE,pathlen:1",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(d / f"{root}.crt"))
+    key("issuer")
+    sign("issuer", "root", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n")
+    leaf = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"
+    for name, issuer, sans in [("gateway", "issuer", "DNS:gateway.bench.local,IP:127.0.0.1"),
+                               ("client", "issuer", "DNS:client.bench.local"),
+                               ("foreign", "foreign-root", "DNS:intruder.other.example")]:
+        key(name)
+        sign(name, issuer, leaf + f"subjectAltName={sans}\n", days=2)
+        chain = (d / f"{name}.crt").read_text() + ((d / "issuer.crt").read_text() if issuer == "issuer" else "")
+        (d / f"{name}.chain").write_text(chain)
+    (d / "gateway.pem").write_text((d / "gateway.chain").read_text() + (d / "gateway.key").read_text())
+    (d / "1m.bin").write_bytes(os.urandom(1 << 20))
+
+
+# === configurations ===
+
+def nginx_backend(d: Path) -> str:
+    return f"""
+worker_processes 1; daemon off; pid {d}/backend.pid; error_log {d}/backend.err warn;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  server {{ listen 127.0.0.1:{BACKEND_H1};
+    location / {{ return 200 "ok\\n"; }} location = /1m {{ alias {d}/1m.bin; }} }}
+  server {{ listen 127.0.0.1:{BACKEND_H2} http2;
+    location / {{ return 200 "ok\\n"; }} location = /1m {{ alias {d}/1m.bin; }} }}
+}}"""
+
+
+def tls_nginx(d: Path) -> str:
+    return (f"ssl_certificate {d}/gateway.chain; ssl_certificate_key {d}/gateway.key;\n"
+            f"ssl_client_certificate {d}/root.crt; ssl_verify_client on; ssl_verify_depth 2;\n"
+            "ssl_protocols TLSv1.3;")
+
+
+def nginx_gateway(d: Path) -> str:
+    return f"""
+worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.err warn; worker_rlimit_nofile 40000;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  upstream backend {{ server 127.0.0.1:{BACKEND_H1}; keepalive 128; }}
+  map $http_l5d_dst_override $routed {{ "{SERVICE}" 1; "{SERVICE_H2}" 1; default 0; }}
+  server {{ listen 127.0.0.1:{PORTS['nginx']} ssl http2; {tls_nginx(d)}
+    location / {{ if ($routed = 0) {{ return 404; }}
+      proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header l5d-client-id $ssl_client_s_dn; proxy_max_temp_file_size 0; }} }}
+}}"""
+
+
+def nginx_terminator(d: Path) -> str:
+    return f"""
+worker_processes 1; daemon off; pid {d}/terminator.pid; error_log {d}/terminator.err warn; worker_rlimit_nofile 40000;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  server {{ listen 127.0.0.1:{PORTS['terminator']} ssl http2; {tls_nginx(d)}
+    location / {{ return 200 "ok\\n"; }} location = /1m {{ alias {d}/1m.bin; }} }}
+}}"""
+
+
+def haproxy_gateway(d: Path) -> str:
+    return f"""
+global
+  nbthread 1
+  # Two descriptors per connection under this machine's hard limit of 20,000.
+  maxconn 9950
+  ssl-default-bind-options ssl-min-ver TLSv1.3
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+frontend gateway
+  bind 127.0.0.1:{PORTS['haproxy']} ssl crt {d}/gateway.pem ca-file {d}/root.crt verify required alpn h2,http/1.1
+  http-request return status 404 unless {{ req.hdr(l5d-dst-override) -m str {SERVICE} {SERVICE_H2} }}
+  http-request set-header l5d-client-id %[ssl_c_s_dn(cn)]
+  default_backend service
+backend service
+  http-reuse always
+  server backend 127.0.0.1:{BACKEND_H1}
+"""
+
+
+def caddy_gateway(d: Path) -> str:
+    return f"""{{
+  auto_https off
+  admin off
+  servers {{
+    strict_sni_host insecure_off
+  }}
+}}
+# No host: one TLS policy (with client_auth) for every SNI, including none (clients by IP).
+https://:{PORTS['caddy']} {{
+  tls {d}/gateway.chain {d}/gateway.key {{
+    protocols tls1.3
+    client_auth {{
+      mode require_and_verify
+      trusted_ca_cert_file {d}/root.crt
+    }}
+  }}
+  @routed header l5d-dst-override {SERVICE}
+  @routed2 header l5d-dst-override {SERVICE_H2}
+  handle @routed {{
+    reverse_proxy 127.0.0.1:{BACKEND_H1}
+  }}
+  handle @routed2 {{
+    reverse_proxy 127.0.0.1:{BACKEND_H1}
+  }}
+  handle {{
+    respond 404
+  }}
+}}
+"""
+
+
+def envoy_gateway(d: Path) -> str:
+    routes = "".join(f"""
+              - match: {{prefix: "/", headers: [{{name: l5d-dst-override, string_match: {{exact: "{s}"}}}}]}}
+                route: {{cluster: backend}}""" for s in (SERVICE, SERVICE_H2))
+    return f"""
+static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {PORTS['envoy']}}}}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_params: {{tls_minimum_protocol_version: TLSv1_3}}
+            tls_certificates: [{{certificate_chain: {{filename: {d}/gateway.chain}}, private_key: {{filename: {d}/gateway.key}}}}]
+            validation_context: {{trusted_ca: {{filename: {d}/root.crt}}}}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: gateway
+          codec_type: AUTO
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:{routes}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {BACKEND_H1}}}}}}}}}]}}]
+"""
+
+
+def commands(d: Path, args) -> dict:
+    """name -> (argv, env) for every gateway."""
+    files = {"backend.conf": nginx_backend(d), "nginx.conf": nginx_gateway(d), "terminator.conf": nginx_terminator(d),
+             "haproxy.cfg": haproxy_gateway(d), "Caddyfile": caddy_gateway(d), "envoy.yaml": envoy_gateway(d)}
+    for name, text in files.items():
+        (d / name).write_text(text)
+    meshgate = [args.meshgate, "run", "--listen", f"127.0.0.1:{PORTS['meshgate']}",
+                "--admin-listen", f"127.0.0.1:{MESHGATE_ADMIN}", "--cert", f"{d}/gateway.chain",
+                "--key", f"{d}/gateway.key", "--trust-anchors", f"{d}/root.crt", "--log", "warn",
+                "--endpoint", f"{SERVICE}=127.0.0.1:{BACKEND_H1}",
+                # meshgate forwards HTTP/2 as HTTP/2: its HTTP/2 service is the backend's h2c port.
+                "--endpoint", f"{SERVICE_H2}=127.0.0.1:{BACKEND_H2}"]
+    base = dict(os.environ)
+    return {
+        "meshgate": (meshgate, {**base, "MESHGATE_WORKERS": "1", "MESHGATE_SHUTDOWN_GRACE_PERIOD": "1s"}),
+        "nginx": (["nginx", "-p", str(d), "-e", f"{d}/nginx.err", "-c", f"{d}/nginx.conf"], base),
+        "haproxy": (["haproxy", "-db", "-f", f"{d}/haproxy.cfg"], base),
+        "caddy": (["caddy", "run", "--config", f"{d}/Caddyfile", "--adapter", "caddyfile"],
+                  {**base, "GOMAXPROCS": "1", "HOME": str(d), "XDG_DATA_HOME": str(d), "XDG_CONFIG_HOME": str(d)}),
+        "envoy": ([args.envoy, "-c", f"{d}/envoy.yaml", "--concurrency", "1", "--disable-hot-restart",
+                   "-l", "error", "--base-id", "7"], base),
+        "terminator": (["nginx", "-p", str(d), "-e", f"{d}/terminator.err", "-c", f"{d}/terminator.conf"], base),
+    }
+
+
+# === processes ===
+
+class Proc:
+    """A process we started, pinned to a core; its CPU time and RSS include its children."""
+
+    def __init__(self, name, argv, env, core, log: Path):
+        self.name = name
+        self.log = open(log, "w")
+        self.popen = subprocess.Popen(["taskset", "-c", str(core), *argv], env=env, stdout=self.log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+
+    def pids(self):
+        children = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+        found, todo = [], [self.popen.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+    def cpu_seconds(self):
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total / CLK_TCK
+
+    def rss_kib(self):
+        total = 0
+        for pid in self.pids():
+            try:
+                pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+            except OSError:
+                continue
+            total += pages * PAGE // 1024
+        return total
+
+    def stop(self):
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self.log.close()
+
+
+def wait_port(port, proc: Proc, seconds=20):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.popen.poll() is not None:
+            raise SystemExit(f"{proc.name} exited with {proc.popen.returncode}; see its log")
+        try:
+            import socket
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{proc.name} did not listen on {port}")
+
+
+# === load ===
+
+def curl_status(d: Path, port, cert=None):
+    # HTTP/1.1: the plain service behind every gateway is an HTTP/1 backend (meshgate forwards
+    # HTTP/2 as HTTP/2, so its HTTP/2 workload uses the backend's h2c port).
+    argv = ["curl", "-s", "--http1.1", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "--cacert", f"{d}/root.crt",
+            "--resolve", f"gateway.bench.local:{port}:127.0.0.1", "-H", f"l5d-dst-override: {SERVICE}"]
+    if cert:
+        argv += ["--cert", f"{d}/{cert}.chain", "--key", f"{d}/{cert}.key"]
+    result = subprocess.run(argv + [f"https://gateway.bench.local:{port}/"], capture_output=True, text=True)
+    return result.stdout.strip() or "000"
+
+
+def oha(d: Path, port, workload, seconds):
+    _, opts, path, service = WORKLOADS[workload]
+    argv = ["oha", "-z", f"{seconds}s", "--no-tui", "--output-format", "json", "--cert", f"{d}/client.chain",
+            "--key", f"{d}/client.key", "--cacert", f"{d}/root.crt", "-H", f"l5d-dst-override: {service}",
+            *opts, f"https://127.0.0.1:{port}{path}"]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"oha failed: {result.stderr[-500:]}")
+    return json.loads(result.stdout)
+
+
+def measure(d, proc, port, workload, seconds):
+    before = proc.cpu_seconds()
+    report = oha(d, port, workload, seconds)
+    cpu = proc.cpu_seconds() - before
+    codes = report.get("statusCodeDistribution", {})
+    ok = int(codes.get("200", 0))
+    failed = sum(int(n) for code, n in codes.items() if code != "200") + sum(
+        int(n) for n in report.get("errorDistribution", {}).values())
+    summary, pct = report["summary"], report.get("latencyPercentiles", {})
+    elapsed = summary.get("total") or seconds
+    ms = lambda key: (pct.get(key) or 0) * 1000
+    return {"rps": ok / elapsed, "ok": ok, "failed": failed, "p50": ms("p50"), "p99": ms("p99"),
+            "p999": ms("p99.9"), "cpu_us": cpu * 1e6 / ok if ok else float("nan"),
+            "mib_s": (summary.get("sizePerSec") or 0) / (1 << 20)}
+
+
+async def hold_connections(d: Path, port, count):
+    """Opens `count` idle mTLS connections; returns them (the caller closes)."""
+    ctx = ssl.create_default_context(cafile=str(d / "root.crt"))
+    ctx.load_cert_chain(str(d / "client.chain"), str(d / "client.key"))
+    ctx.set_alpn_protocols(["http/1.1"])
+    limit = asyncio.Semaphore(100)
+    writers = []
+
+    async def one():
+        async with limit:
+            connect = asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="gateway.bench.local")
+            _, writer = await asyncio.wait_for(connect, timeout=10)
+            writers.append(writer)
+
+    results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, Exception)]
+    await asyncio.sleep(1.0)  # let the server finish its side of the last handshakes
+    return writers, errors
+
+
+def memory(d, proc, port):
+    idle = proc.rss_kib()
+    out = {"idle_kib": idle}
+    for count in (1000, 10000):
+        loop = asyncio.new_event_loop()
+        writers, errors = loop.run_until_complete(hold_connections(d, port, count))
+        out[f"rss_{count}_kib"] = proc.rss_kib()
+        out[f"held_{count}"] = len(writers)
+        out[f"errors_{count}"] = len(errors)
+        for writer in writers:
+            writer.close()
+        loop.run_until_complete(asyncio.sleep(0.5))
+        loop.close()
+        time.sleep(1.0)
+    held = max(out["held_10000"], 1)
+    out["kib_per_conn"] = (out["rss_10000_kib"] - idle) / held
+    return out
+
+
+# === report ===
+
+def median_rows(samples):
+    keys = samples[0].keys()
+    return {k: statistics.median(s[k] for s in samples) for k in keys}
+
+
+def fmt(x, digits=1):
+    return "n/a" if x != x else f"{x:,.{digits}f}"
+
+
+def report(results, mem, refusals, args, started, versions):
+    lines = ["# Side-by-side results", "",
+             f"Run `benches/peers/run.sh` on {time.strftime('%Y-%m-%d', time.gmtime(started))} "
+             f"({args.reps} interleaved repetitions of {args.seconds} s per workload and target; medians).", "",
+             "Machine: " + machine_facts(), "",
+             "Each gateway runs pinned to CPU 0 with one worker (meshgate `MESHGATE_WORKERS=1`, nginx "
+             "`worker_processes 1`, HAProxy `nbthread 1`, Caddy `GOMAXPROCS=1`, Envoy `--concurrency 1`); "
+             "oha and the backend (nginx `return 200`, a 1 MiB file) share CPU 1. CPU µs/request is the "
+             "gateway process tree's user+system time over the requests answered 200. `terminator` is an "
+             "nginx that answers itself over mTLS (routes nothing): the practical limit.", "",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    lines += ["## Refusals", "", "| target | no client cert | foreign client cert |", "|---|---|---|"]
+    for name, (no_cert, foreign) in refusals.items():
+        lines.append(f"| {name} | {no_cert} | {foreign} |")
+    lines += ["", "A refusal is any answer but 200 (000 = the handshake failed).", ""]
+    for wl, (desc, *_rest) in WORKLOADS.items():
+        rows = results[wl]
+        best_rps = max(rows[p]["rps"] for p in PEERS)
+        best_cpu = min(rows[p]["cpu_us"] for p in PEERS if rows[p]["cpu_us"] == rows[p]["cpu_us"])
+        lines += [f"## {wl}: {desc}", ""]
+        extra = " MiB/s |" if wl == "D" else (" p99.9 ms |" if wl == "E" else "")
+        lines.append(f"| target | req/s | p50 ms | p99 ms |{extra} CPU µs/req | req/s ÷ best peer | CPU ÷ best peer | failed |")
+        lines.append("|---|---|---|---|" + ("---|" if extra else "") + "---|---|---|---|")
+        for name in ["meshgate", *PEERS, "terminator"]:
+            r = rows[name]
+            cells = [name, fmt(r["rps"], 0), fmt(r["p50"], 3), fmt(r["p99"], 3)]
+            if wl == "D":
+                cells.append(fmt(r["mib_s"], 0))
+            if wl == "E":
+                cells.append(fmt(r["p999"], 3))
+            cells += [fmt(r["cpu_us"]), fmt(r["rps"] / best_rps, 2), fmt(r["cpu_us"] / best_cpu, 2), str(int(r["failed"]))]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## F: memory", "", "| target | idle RSS MiB | RSS with 1,000 idle mTLS conns MiB | with 10,000 MiB | KiB per idle conn | held / errors (10k) |",
+              "|---|---|---|---|---|---|"]
+    for name in ["meshgate", *PEERS, "terminator"]:
+        m = mem[name]
+        lines.append(f"| {name} | {fmt(m['idle_kib'] / 1024)} | {fmt(m['rss_1000_kib'] / 1024)} | {fmt(m['rss_10000_kib'] / 1024)} "
+                     f"| {fmt(m['kib_per_conn'])} | {m['held_10000']} / {m['errors_10000']} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def machine_facts():
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return f"{os.cpu_count()} CPUs ({model}), {int(mem) // 1024 // 1024} GiB, Linux {platform.release()}"
+
+
+def versions(args):
+    def first(argv):
+        r = subprocess.run(argv, capture_output=True, text=True)
+        return (r.stdout + r.stderr).strip().splitlines()[0] if (r.stdout + r.stderr).strip() else "?"
+    return {"meshgate": first([args.meshgate, "--version"]).split()[-1], "nginx": first(["nginx", "-v"]).split("/")[-1],
+            "HAProxy": first(["haproxy", "-v"]).split()[2], "Caddy": first(["caddy", "version"]).split()[0],
+            "Envoy": first([args.envoy, "--version"]).split("version:")[-1].split("/")[1] if "/" in first([args.envoy, "--version"]) else "?",
+            "oha": first(["oha", "--version"]).split()[-1]}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--meshgate", required=True)
+    parser.add_argument("--envoy", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--workloads", default="ABCDE")
+    parser.add_argument("--only", default="", help="comma-separated targets (default: all)")
+    args = parser.parse_args()
+    started = time.time()
+    d = Path(args.work) / "run"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    os.sched_setaffinity(0, {LOAD_CORE})
+    make_pki(d)
+    cmds = commands(d, args)
+    names = [n for n in PORTS if not args.only or n in args.only.split(",")]
+    procs = {}
+    backend = Proc("backend", ["nginx", "-p", str(d), "-e", f"{d}/backend.err", "-c", f"{d}/backend.conf"],
+                   dict(os.environ), LOAD_CORE, d / "backend.log")
+    try:
+        wait_port(BACKEND_H1, backend)
+        for name in names:
+            argv, env = cmds[name]
+            procs[name] = Proc(name, argv, env, GATEWAY_CORE, d / f"{name}.log")
+            wait_port(PORTS[name], procs[name])
+        refusals = {}
+        for name in names:
+            trusted = curl_status(d, PORTS[name], "client")
+            refusals[name] = (curl_status(d, PORTS[name]), curl_status(d, PORTS[name], "foreign"))
+            print(f"{name}: trusted {trusted}, no cert {refusals[name][0]}, foreign {refusals[name][1]}", flush=True)
+            if trusted != "200" or "200" in refusals[name]:
+                raise SystemExit(f"{name} is not configured as an mTLS gateway")
+        samples = {wl: {n: [] for n in names} for wl in args.workloads}
+        for rep in range(args.reps):
+            for wl in args.workloads:
+                order = names[rep % len(names):] + names[:rep % len(names)]
+                for name in order:
+                    sample = measure(d, procs[name], PORTS[name], wl, args.seconds)
+                    samples[wl][name].append(sample)
+                    print(f"rep {rep + 1} {wl} {name:10} {sample['rps']:10,.0f} req/s  cpu {sample['cpu_us']:7.1f} µs/req"
+                          f"  p99 {sample['p99']:.3f} ms  failed {sample['failed']}", flush=True)
+        results = {wl: {n: median_rows(s) for n, s in per.items()} for wl, per in samples.items()}
+        mem = {}
+        for name in names:
+            mem[name] = memory(d, procs[name], PORTS[name])
+            print(f"F {name:10} idle {mem[name]['idle_kib'] / 1024:.1f} MiB, {mem[name]['kib_per_conn']:.1f} KiB/conn", flush=True)
+        if set(names) == set(PORTS) and set(args.workloads) == set(WORKLOADS):
+            text = report(results, mem, refusals, args, started, versions(args))
+            Path(args.out).write_text(text)
+            print(text)
+        (Path(args.work) / "results.json").write_text(json.dumps({"results": results, "memory": mem}, indent=1))
+    finally:
+        for proc in [*procs.values(), backend]:
+            proc.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
