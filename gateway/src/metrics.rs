@@ -187,6 +187,28 @@ impl AuthzLabels {
 pub struct Tracked<L, M, C = fn() -> M> {
     family: Family<L, M, C>,
     used: RwLock<HashMap<L, AtomicU64>>,
+    clock: Arc<CoarseClock>,
+}
+
+/// Unix seconds, advanced by the eviction sweep: marking a label set as used reads an atomic
+/// instead of the system clock on every request.
+#[derive(Debug)]
+pub struct CoarseClock(AtomicU64);
+
+impl CoarseClock {
+    fn new() -> Self {
+        Self(AtomicU64::new(unix_now()))
+    }
+
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn tick(&self) -> u64 {
+        let now = unix_now();
+        self.0.store(now, Ordering::Relaxed);
+        now
+    }
 }
 
 impl<L, M, C> Tracked<L, M, C>
@@ -194,10 +216,11 @@ where
     L: Clone + Eq + Hash,
     C: MetricConstructor<M>,
 {
-    fn new(family: Family<L, M, C>) -> Self {
+    fn new(family: Family<L, M, C>, clock: &Arc<CoarseClock>) -> Self {
         Self {
             family,
             used: RwLock::new(HashMap::new()),
+            clock: clock.clone(),
         }
     }
 
@@ -217,14 +240,17 @@ where
     }
 
     fn touch(&self, labels: &L) {
-        let now = unix_now();
+        let now = self.clock.now();
         if let Some(at) = self
             .used
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(labels)
         {
-            at.store(now, Ordering::Relaxed);
+            // Store only on change: most requests find the mark already current.
+            if at.load(Ordering::Relaxed) != now {
+                at.store(now, Ordering::Relaxed);
+            }
             return;
         }
         self.used
@@ -272,6 +298,7 @@ fn unix_now() -> u64 {
 /// All metric families, registered once.
 pub struct Metrics {
     registry: Registry,
+    clock: Arc<CoarseClock>,
     /// `request_total`.
     pub requests: Tracked<RouteLabels, Counter>,
     /// `response_total`.
@@ -379,19 +406,21 @@ impl Metrics {
             "Downstream connections refused before any request, by reason",
             refused.clone(),
         );
+        let clock = Arc::new(CoarseClock::new());
         let metrics = Self {
+            clock: clock.clone(),
             registry,
-            requests: Tracked::new(requests),
-            responses: Tracked::new(responses),
-            latency: Tracked::new(latency),
-            tcp_open: Tracked::new(tcp_open),
-            tcp_close: Tracked::new(tcp_close),
-            tcp_open_connections: Tracked::new(tcp_open_connections),
-            tcp_read_bytes: Tracked::new(tcp_read_bytes),
-            tcp_write_bytes: Tracked::new(tcp_write_bytes),
-            transport_headers: Tracked::new(transport_headers),
-            http_authz_allow: Tracked::new(http_authz_allow),
-            tcp_authz_allow: Tracked::new(tcp_authz_allow),
+            requests: Tracked::new(requests, &clock),
+            responses: Tracked::new(responses, &clock),
+            latency: Tracked::new(latency, &clock),
+            tcp_open: Tracked::new(tcp_open, &clock),
+            tcp_close: Tracked::new(tcp_close, &clock),
+            tcp_open_connections: Tracked::new(tcp_open_connections, &clock),
+            tcp_read_bytes: Tracked::new(tcp_read_bytes, &clock),
+            tcp_write_bytes: Tracked::new(tcp_write_bytes, &clock),
+            transport_headers: Tracked::new(transport_headers, &clock),
+            http_authz_allow: Tracked::new(http_authz_allow, &clock),
+            tcp_authz_allow: Tracked::new(tcp_authz_allow, &clock),
             tcp_errors,
             refused,
         };
@@ -407,7 +436,8 @@ impl Metrics {
     /// Removes every label set unused for `idle`, except transport label sets of connections
     /// still open. Returns how many were removed.
     pub fn evict_idle(&self, idle: Duration) -> usize {
-        self.evict_unused_since(unix_now().saturating_sub(idle.as_secs()))
+        let now = self.clock.tick();
+        self.evict_unused_since(now.saturating_sub(idle.as_secs()))
     }
 
     /// Removes every label set not used at or after `cutoff` (Unix seconds), except transport
