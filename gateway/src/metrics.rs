@@ -182,6 +182,19 @@ impl AuthzLabels {
     }
 }
 
+/// One session's metric handles for its current route (status 200), so recording a request
+/// needs no label-set lookup; see [`Metrics::record_response`].
+#[derive(Default)]
+pub struct RouteCache(std::sync::Mutex<Option<CachedRoute>>);
+
+struct CachedRoute {
+    authority: Label,
+    epoch: u64,
+    requests: Counter,
+    responses: Counter,
+    latency: Histogram,
+}
+
 /// A family whose label sets are removed once unused for the retention period, so label sets
 /// that grow with callers × targets stay bounded (Linkerd's `METRICS_RETAIN_IDLE`).
 pub struct Tracked<L, M, C = fn() -> M> {
@@ -462,6 +475,61 @@ impl Metrics {
             + self.tcp_open_connections.evict(cutoff, open)
     }
 
+    /// Records one answered request of `client_id` to `authority` (empty when no target was
+    /// accepted): `request_total`, `response_total` and `response_latency_ms`. The common case — a
+    /// 200 on the session's current route — uses handles cached in `cache`, hashing no label set;
+    /// the cache is refreshed (and its label sets marked as used) whenever the eviction clock ticks.
+    pub fn record_response(
+        &self,
+        cache: &RouteCache,
+        authority: &Label,
+        client_id: &Label,
+        status: u16,
+        latency_ms: f64,
+    ) {
+        let epoch = self.clock.now();
+        if status == 200 {
+            let cached = cache.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(hit) = cached
+                .as_ref()
+                .filter(|c| c.epoch == epoch && c.authority == *authority)
+            {
+                hit.requests.inc();
+                hit.latency.observe(latency_ms);
+                hit.responses.inc();
+                return;
+            }
+        }
+        let route = RouteLabels {
+            direction: "outbound",
+            authority: authority.clone(),
+            tls: "true",
+            client_id: client_id.clone(),
+        };
+        let requests = self.requests.get_owned(&route);
+        let latency = self.latency.get_owned(&LatencyLabels {
+            route: route.clone(),
+            status_code: status,
+        });
+        let responses = self.responses.get_owned(&ResponseLabels {
+            route,
+            status_code: status,
+            classification: if status >= 500 { "failure" } else { "success" },
+        });
+        requests.inc();
+        latency.observe(latency_ms);
+        responses.inc();
+        if status == 200 {
+            *cache.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(CachedRoute {
+                authority: authority.clone(),
+                epoch,
+                requests,
+                responses,
+                latency,
+            });
+        }
+    }
+
     /// Counts a downstream connection that failed with Linkerd's `error` label.
     pub fn tcp_error(&self, error: &'static str) {
         self.tcp_errors.get_or_create(&ErrorLabels { error }).inc();
@@ -646,6 +714,47 @@ mod tests {
         assert!(text.contains("tcp_open_connections{direction=\"inbound\",peer=\"src\",tls=\"true\",client_id=\"still-open\""), "{text}");
         assert_eq!(metrics.requests.len(), 0);
         drop(open);
+    }
+
+    #[test]
+    fn cached_route_handles_count_like_lookups() {
+        let metrics = Metrics::new();
+        let cache = RouteCache::default();
+        let (authority, client) = (Label::from("a.svc.cluster.local:80"), Label::from("c"));
+        for _ in 0..3 {
+            metrics.record_response(&cache, &authority, &client, 200, 1.0);
+        }
+        metrics.record_response(&cache, &authority, &client, 503, 1.0);
+        let other = Label::from("b.svc.cluster.local:80");
+        metrics.record_response(&cache, &other, &client, 200, 1.0);
+        let text = metrics.encode();
+        let route = "direction=\"outbound\",authority=\"a.svc.cluster.local:80\",tls=\"true\",client_id=\"c\"";
+        assert!(
+            text.contains(&format!("request_total{{{route}}} 4")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "response_total{{{route},status_code=\"200\",classification=\"success\"}} 3"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "response_total{{{route},status_code=\"503\",classification=\"failure\"}} 1"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "response_latency_ms_count{{{route},status_code=\"200\"}} 3"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("authority=\"b.svc.cluster.local:80\",tls=\"true\",client_id=\"c\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

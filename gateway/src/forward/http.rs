@@ -25,7 +25,7 @@ use tokio::sync::{Notify, watch};
 use crate::app::Shared;
 use crate::error::{Blame, ConnectError, Error};
 use crate::forwarded;
-use crate::metrics::{AuthzLabels, Label, LatencyLabels, ResponseLabels, RouteLabels};
+use crate::metrics::{AuthzLabels, Label, RouteCache};
 use crate::target::Target;
 
 /// The body of every response sent downstream.
@@ -67,6 +67,8 @@ struct Session {
     peer_label: Label,
     /// `l5d-client-id` value, made once per connection.
     peer_header: Option<HeaderValue>,
+    /// Metric handles of the session's current route.
+    route_cache: RouteCache,
     routing: Routing,
     /// Notified when an error must close the downstream connection.
     close: Notify,
@@ -91,6 +93,7 @@ where
         peer_label: Label::from(peer.as_str()),
         // Identities are visible ASCII, so this is always a valid header value.
         peer_header: HeaderValue::from_str(peer.as_str()).ok(),
+        route_cache: RouteCache::default(),
         peer,
         routing,
         shared,
@@ -150,7 +153,7 @@ impl Session {
                 error_response(&error, grpc, http1)
             }
         };
-        self.record(authority, response.status(), start);
+        self.record(&authority, response.status(), start);
         response
     }
 
@@ -246,35 +249,15 @@ impl Session {
         Ok(response.map(BodyExt::boxed))
     }
 
-    fn record(&self, authority: Label, status: StatusCode, start: Instant) {
-        let metrics = &self.shared.metrics;
-        let route = RouteLabels {
-            direction: "outbound",
+    fn record(&self, authority: &Label, status: StatusCode, start: Instant) {
+        let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+        self.shared.metrics.record_response(
+            &self.route_cache,
             authority,
-            tls: "true",
-            client_id: self.peer_label.clone(),
-        };
-        metrics.requests.get(&route).inc();
-        let code = status.as_u16();
-        metrics
-            .latency
-            .get(&LatencyLabels {
-                route: route.clone(),
-                status_code: code,
-            })
-            .observe(start.elapsed().as_secs_f64() * 1000.0);
-        metrics
-            .responses
-            .get(&ResponseLabels {
-                route,
-                status_code: code,
-                classification: if status.is_server_error() {
-                    "failure"
-                } else {
-                    "success"
-                },
-            })
-            .inc();
+            &self.peer_label,
+            status.as_u16(),
+            latency_ms,
+        );
     }
 
     fn log(&self, error: &Error, authority: &Label) {
