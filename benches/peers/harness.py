@@ -455,6 +455,7 @@ def report(results, mem, refusals, args, started, versions):
             cells += [fmt(r["cpu_us"]), fmt(r["rps"] / best_rps, 2), fmt(r["cpu_us"] / best_cpu, 2), str(int(r["failed"]))]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += targets_table(results, mem)
     lines += ["## F: memory", "", "| target | idle RSS MiB (fresh) | RSS before (after A–E) MiB | with 1,000 idle mTLS conns MiB | with 10,000 MiB | KiB per idle conn | held / errors (10k) |",
               "|---|---|---|---|---|---|---|"]
     for name in ["meshgate", *PEERS, "terminator"]:
@@ -463,6 +464,33 @@ def report(results, mem, refusals, args, started, versions):
                      f"| {fmt(m['kib_per_conn'])} | {m['held_10000']} / {m['errors_10000']} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def targets_table(results, mem):
+    """The performance issue's targets, each against the best peer of this run."""
+    def best(wl, key, pick):
+        return pick(results[wl][p][key] for p in PEERS)
+
+    def row(goal, value, limit, ok):
+        return f"| {goal} | {value} | {limit} | {'met' if ok else 'missed'} |"
+
+    m = {wl: results[wl]["meshgate"] for wl in results}
+    out = ["## Targets", "", "| target | meshgate | limit (from the best peer) | result |", "|---|---|---|---|"]
+    for wl in ("A", "B"):
+        rps, cpu = best(wl, "rps", max), best(wl, "cpu_us", min)
+        out.append(row(f"{wl}: req/s ≥ 1.3× best peer", fmt(m[wl]["rps"], 0), fmt(1.3 * rps, 0), m[wl]["rps"] >= 1.3 * rps))
+        out.append(row(f"{wl}: CPU µs/req ≤ 0.75× best peer", fmt(m[wl]["cpu_us"]), fmt(0.75 * cpu), m[wl]["cpu_us"] <= 0.75 * cpu))
+    rps = best("C", "rps", max)
+    out.append(row("C: handshakes/s ≥ 1.5× best peer", fmt(m["C"]["rps"], 0), fmt(1.5 * rps, 0), m["C"]["rps"] >= 1.5 * rps))
+    mib = best("D", "mib_s", max)
+    out.append(row("D: MiB/s ≥ best peer", fmt(m["D"]["mib_s"], 0), fmt(mib, 0), m["D"]["mib_s"] >= mib))
+    for key, name in (("p99", "p99"), ("p999", "p99.9")):
+        lim = best("E", key, min)
+        out.append(row(f"E: {name} ≤ best peer", fmt(m["E"][key], 3), fmt(lim, 3), m["E"][key] <= lim))
+    out.append(row("F: idle RSS ≤ 10 MiB", fmt(mem["meshgate"]["idle_kib"] / 1024), "10.0", mem["meshgate"]["idle_kib"] <= 10 * 1024))
+    per = min(mem[p]["kib_per_conn"] for p in PEERS)
+    out.append(row("F: KiB per idle mTLS conn ≤ best peer", fmt(mem["meshgate"]["kib_per_conn"]), fmt(per), mem["meshgate"]["kib_per_conn"] <= per))
+    return out + [""]
 
 
 def machine_facts():
@@ -495,7 +523,13 @@ def main():
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--workloads", default="ABCDE")
     parser.add_argument("--only", default="", help="comma-separated targets (default: all)")
+    parser.add_argument("--report-from", help="rewrite --out from a results.json of an earlier run")
     args = parser.parse_args()
+    if args.report_from:
+        saved = json.loads(Path(args.report_from).read_text())
+        text = report(saved["results"], saved["memory"], saved["refusals"], args, saved["started"], versions(args))
+        Path(args.out).write_text(text)
+        return print(text)
     started = time.time()
     d = Path(args.work) / "run"
     shutil.rmtree(d, ignore_errors=True)
@@ -540,7 +574,8 @@ def main():
             text = report(results, mem, refusals, args, started, versions(args))
             Path(args.out).write_text(text)
             print(text)
-        (Path(args.work) / "results.json").write_text(json.dumps({"results": results, "memory": mem}, indent=1))
+        (Path(args.work) / "results.json").write_text(
+            json.dumps({"results": results, "memory": mem, "refusals": refusals, "started": started}, indent=1))
     finally:
         for proc in [*procs.values(), backend]:
             proc.stop()
