@@ -193,6 +193,7 @@ struct CachedRoute {
     requests: Counter,
     responses: Counter,
     latency: Histogram,
+    authz: Counter,
 }
 
 /// A family whose label sets are removed once unused for the retention period, so label sets
@@ -476,7 +477,8 @@ impl Metrics {
     }
 
     /// Records one answered request of `client_id` to `authority` (empty when no target was
-    /// accepted): `request_total`, `response_total` and `response_latency_ms`. The common case — a
+    /// accepted): `request_total`, `response_total`, `response_latency_ms`, and
+    /// `inbound_http_authz_allow_total` when a target was accepted. The common case — a
     /// 200 on the session's current route — uses handles cached in `cache`, hashing no label set;
     /// the cache is refreshed (and its label sets marked as used) whenever the eviction clock ticks.
     pub fn record_response(
@@ -497,6 +499,7 @@ impl Metrics {
                 hit.requests.inc();
                 hit.latency.observe(latency_ms);
                 hit.responses.inc();
+                hit.authz.inc();
                 return;
             }
         }
@@ -519,6 +522,13 @@ impl Metrics {
         requests.inc();
         latency.observe(latency_ms);
         responses.inc();
+        if authority.0.is_empty() {
+            return;
+        }
+        let authz = self
+            .http_authz_allow
+            .get_owned(&AuthzLabels::default_allow(client_id.clone()));
+        authz.inc();
         if status == 200 {
             *cache.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(CachedRoute {
                 authority: authority.clone(),
@@ -526,6 +536,7 @@ impl Metrics {
                 requests,
                 responses,
                 latency,
+                authz,
             });
         }
     }

@@ -25,7 +25,7 @@ use tokio::sync::{Notify, watch};
 use crate::app::Shared;
 use crate::error::{Blame, ConnectError, Error};
 use crate::forwarded;
-use crate::metrics::{AuthzLabels, Label, RouteCache};
+use crate::metrics::{Label, RouteCache};
 use crate::target::Target;
 
 /// The body of every response sent downstream.
@@ -60,6 +60,40 @@ static HOP_BY_HOP: [HeaderName; 5] = [
     CONNECTION,
 ];
 
+/// What forwarding to one target needs, computed once per session and target.
+struct Route {
+    /// `name:port` for the upstream URI (and the pool key).
+    authority: http::uri::Authority,
+    /// `Host` for HTTP/1 upstream requests (the name alone for port 80).
+    host: HeaderValue,
+    /// This gateway's `Forwarded` element for this caller and target.
+    forwarded: HeaderValue,
+    /// The `authority` metric label.
+    label: Label,
+}
+
+impl Route {
+    fn new(target: Target, gateway: &str, peer: &str) -> Result<Self, Error> {
+        // A checked target is a DNS name and a port, and identities are visible ASCII: these
+        // conversions only fail on a bug, reported as a local error rather than a panic.
+        let invalid = |what: &str| Error::Upstream(format!("invalid {what} for {target}"));
+        Ok(Self {
+            authority: http::uri::Authority::from_maybe_shared(Bytes::copy_from_slice(
+                target.authority().as_bytes(),
+            ))
+            .map_err(|_| invalid("authority"))?,
+            host: HeaderValue::from_str(target.host_header()).map_err(|_| invalid("host"))?,
+            forwarded: HeaderValue::from_str(&forwarded::element(
+                gateway,
+                peer,
+                target.host_header(),
+            ))
+            .map_err(|_| invalid("Forwarded"))?,
+            label: Label(target.authority().clone()),
+        })
+    }
+}
+
 /// One downstream connection's request context.
 struct Session {
     shared: Arc<Shared>,
@@ -70,6 +104,8 @@ struct Session {
     /// Metric handles of the session's current route.
     route_cache: RouteCache,
     routing: Routing,
+    /// The last route of a per-request session, keyed by the authority text that named it.
+    last_route: std::sync::Mutex<Option<(String, Arc<Route>)>>,
     /// Notified when an error must close the downstream connection.
     close: Notify,
 }
@@ -94,6 +130,7 @@ where
         // Identities are visible ASCII, so this is always a valid header value.
         peer_header: HeaderValue::from_str(peer.as_str()).ok(),
         route_cache: RouteCache::default(),
+        last_route: std::sync::Mutex::new(None),
         peer,
         routing,
         shared,
@@ -132,15 +169,7 @@ impl Session {
         let grpc = is_grpc(req.headers());
         let http1 = req.version() != Version::HTTP_2;
         let (authority, result) = match self.route(&req) {
-            Ok(target) => {
-                let authority = Label(target.authority().clone());
-                self.shared
-                    .metrics
-                    .http_authz_allow
-                    .get(&AuthzLabels::default_allow(self.peer_label.clone()))
-                    .inc();
-                (authority, self.forward(&target, req).await)
-            }
+            Ok(route) => (route.label.clone(), self.forward(&route, req).await),
             Err(e) => (Label::default(), Err(e)),
         };
         let response = match result {
@@ -159,38 +188,60 @@ impl Session {
 
     /// Picks and checks the target: the transport header's, else `l5d-dst-override`, else the
     /// URI authority, else `Host`. Loops (by identity or `Forwarded`) are refused either way.
-    fn route(&self, req: &Request<Incoming>) -> Result<Target, Error> {
+    fn route(&self, req: &Request<Incoming>) -> Result<Arc<Route>, Error> {
         if self.peer == self.shared.identity {
             return Err(Error::Loop);
         }
         let headers = req.headers();
-        if let Routing::Fixed(fixed) = &self.routing {
-            let target = fixed.clone()?;
-            if forwarded::has_loop(headers, self.shared.identity.as_str()) {
-                return Err(Error::Loop);
+        let route = match &self.routing {
+            Routing::Fixed(fixed) => {
+                self.cached_route(fixed.as_ref().map_err(Clone::clone)?.authority())?
             }
-            return Ok(target);
-        }
-        let raw = match (
-            headers.get(&L5D_DST_OVERRIDE),
-            req.uri().authority(),
-            headers.get(HOST),
-        ) {
-            (Some(value), _, _) => value.to_str().map_err(|_| Error::TargetNotText)?,
-            (None, Some(authority), _) => authority.as_str(),
-            (None, None, Some(host)) => host.to_str().map_err(|_| Error::TargetNotText)?,
-            (None, None, None) => return Err(Error::NoTarget),
+            Routing::PerRequest => {
+                let raw = match (
+                    headers.get(&L5D_DST_OVERRIDE),
+                    req.uri().authority(),
+                    headers.get(HOST),
+                ) {
+                    (Some(value), _, _) => value.to_str().map_err(|_| Error::TargetNotText)?,
+                    (None, Some(authority), _) => authority.as_str(),
+                    (None, None, Some(host)) => host.to_str().map_err(|_| Error::TargetNotText)?,
+                    (None, None, None) => return Err(Error::NoTarget),
+                };
+                self.cached_route(raw)?
+            }
         };
-        let target = Target::parse(raw, &self.shared.suffixes)?;
         if forwarded::has_loop(headers, self.shared.identity.as_str()) {
             return Err(Error::Loop);
         }
-        Ok(target)
+        Ok(route)
+    }
+
+    /// The route `raw` names: the session's last one when the text is the same (the common case:
+    /// a connection talks to one service), else parsed, checked and remembered.
+    fn cached_route(&self, raw: &str) -> Result<Arc<Route>, Error> {
+        let mut last = self
+            .last_route
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((text, route)) = last.as_ref()
+            && text == raw
+        {
+            return Ok(route.clone());
+        }
+        let target = Target::parse(raw, &self.shared.suffixes)?;
+        let route = Arc::new(Route::new(
+            target,
+            self.shared.identity.as_str(),
+            self.peer.as_str(),
+        )?);
+        *last = Some((raw.to_owned(), route.clone()));
+        Ok(route)
     }
 
     async fn forward(
         &self,
-        target: &Target,
+        route: &Route,
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, Error> {
         let downgraded = match req.version() {
@@ -198,32 +249,27 @@ impl Session {
             _ => None,
         };
         let http1 = req.version() != Version::HTTP_2 || downgraded.is_some();
-        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(&**target.authority())
-            .path_and_query(path)
-            .build()
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(route.authority.clone());
+        parts.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        *req.uri_mut() = Uri::from_parts(parts)
             .map_err(|e| Error::Upstream(format!("cannot build upstream URI: {e}")))?;
-        *req.uri_mut() = uri;
-        let gateway = self.shared.identity.as_str();
-        let host = target.host_header();
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         headers.remove(&L5D_DST_OVERRIDE);
         if let Some(id) = &self.peer_header {
             headers.insert(&L5D_CLIENT_ID, id.clone());
         }
-        if let Ok(element) =
-            HeaderValue::from_str(&forwarded::element(gateway, self.peer.as_str(), host))
-        {
-            headers.append(FORWARDED, element);
-        }
+        headers.append(FORWARDED, route.forwarded.clone());
         let upstream = &self.shared.upstream;
         let result = if http1 {
-            if let Ok(host) = HeaderValue::from_str(host) {
-                headers.insert(HOST, host);
-            }
+            headers.insert(HOST, route.host.clone());
             *req.version_mut() = downgraded.unwrap_or(Version::HTTP_11);
             upstream.http1.request(req).await
         } else {
