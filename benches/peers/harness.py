@@ -87,17 +87,26 @@ def make_pki(d: Path):
 
 # === configurations ===
 
-def nginx_backend(d: Path) -> str:
+def nginx(d: Path, name: str, servers: str) -> str:
+    """One nginx instance: one worker, no daemon, long keep-alive, `servers` inside `http`."""
     return f"""
-worker_processes 1; daemon off; pid {d}/backend.pid; error_log {d}/backend.err warn;
+worker_processes 1; daemon off; pid {d}/{name}.pid; error_log {d}/{name}.err warn; worker_rlimit_nofile 40000;
 events {{ worker_connections 20000; }}
 http {{
   access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
-  server {{ listen 127.0.0.1:{BACKEND_H1};
-    location / {{ return 200 "ok\\n"; }} location = /1m {{ alias {d}/1m.bin; }} }}
-  server {{ listen 127.0.0.1:{BACKEND_H2} http2;
-    location / {{ return 200 "ok\\n"; }} location = /1m {{ alias {d}/1m.bin; }} }}
+{servers}
 }}"""
+
+
+# A small answer at `/`, the 1 MiB file at `/1m`.
+ANSWERS = 'location / {{ return 200 "ok\\n"; }} location = /1m {{ alias {d}/1m.bin; }}'
+
+
+def nginx_backend(d: Path) -> str:
+    answers = ANSWERS.format(d=d)
+    return nginx(d, "backend", f"""
+  server {{ listen 127.0.0.1:{BACKEND_H1}; {answers} }}
+  server {{ listen 127.0.0.1:{BACKEND_H2} http2; {answers} }}""")
 
 
 def tls_nginx(d: Path) -> str:
@@ -107,29 +116,19 @@ def tls_nginx(d: Path) -> str:
 
 
 def nginx_gateway(d: Path) -> str:
-    return f"""
-worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.err warn; worker_rlimit_nofile 40000;
-events {{ worker_connections 20000; }}
-http {{
-  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+    return nginx(d, "nginx", f"""
   upstream backend {{ server 127.0.0.1:{BACKEND_H1}; keepalive 128; }}
   map $http_l5d_dst_override $routed {{ "{SERVICE}" 1; "{SERVICE_H2}" 1; default 0; }}
   server {{ listen 127.0.0.1:{PORTS['nginx']} ssl http2; {tls_nginx(d)}
     location / {{ if ($routed = 0) {{ return 404; }}
       proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header l5d-client-id $ssl_client_s_dn; proxy_max_temp_file_size 0; }} }}
-}}"""
+      proxy_set_header l5d-client-id $ssl_client_s_dn; proxy_max_temp_file_size 0; }} }}""")
 
 
 def nginx_terminator(d: Path) -> str:
-    return f"""
-worker_processes 1; daemon off; pid {d}/terminator.pid; error_log {d}/terminator.err warn; worker_rlimit_nofile 40000;
-events {{ worker_connections 20000; }}
-http {{
-  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+    return nginx(d, "terminator", f"""
   server {{ listen 127.0.0.1:{PORTS['terminator']} ssl http2; {tls_nginx(d)}
-    location / {{ return 200 "ok\\n"; }} location = /1m {{ alias {d}/1m.bin; }} }}
-}}"""
+    {ANSWERS.format(d=d)} }}""")
 
 
 def haproxy_gateway(d: Path) -> str:
