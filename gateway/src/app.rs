@@ -146,16 +146,10 @@ pub async fn start(
     );
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
-    let latest_anchor = anchors
-        .anchors()
-        .iter()
-        .map(|a| a.not_after_unix)
-        .max()
-        .unwrap_or(i64::MIN);
     readiness.set_credentials(
         credentials.not_before(),
         credentials.not_after(),
-        latest_anchor,
+        anchors.latest_expiry_unix(),
     );
 
     let suffixes = config.suffixes().context("gateway suffixes")?;

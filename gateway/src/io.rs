@@ -37,11 +37,6 @@ impl<T> Metered<T> {
             _record: Some(record),
         }
     }
-
-    /// The wrapped object.
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {

@@ -237,11 +237,6 @@ impl<IO> PrefixedIo<IO> {
     pub fn new(prefix: Bytes, inner: IO) -> Self {
         Self { prefix, inner }
     }
-
-    /// The bytes not yet replayed.
-    pub fn prefix(&self) -> &[u8] {
-        &self.prefix
-    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for PrefixedIo<IO> {

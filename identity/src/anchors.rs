@@ -16,7 +16,6 @@ use crate::Error;
 pub struct TrustAnchors {
     store: Arc<RootCertStore>,
     info: Arc<[AnchorInfo]>,
-    ders: Arc<[CertificateDer<'static>]>,
 }
 
 /// What a bundle holds, one entry per usable root.
@@ -53,7 +52,6 @@ impl TrustAnchors {
     pub fn from_der(what: &str, certs: Vec<CertificateDer<'static>>) -> Result<Self, Error> {
         let mut store = RootCertStore::empty();
         let mut info = Vec::new();
-        let mut ders = Vec::new();
         for der in certs {
             let parsed = match x509_parser::parse_x509_certificate(&der) {
                 Ok((_, cert)) => AnchorInfo {
@@ -70,7 +68,6 @@ impl TrustAnchors {
                 continue;
             }
             info.push(parsed);
-            ders.push(der);
         }
         if info.is_empty() {
             return Err(Error::NoPem {
@@ -81,7 +78,6 @@ impl TrustAnchors {
         Ok(Self {
             store: Arc::new(store),
             info: info.into(),
-            ders: ders.into(),
         })
     }
 
@@ -95,17 +91,13 @@ impl TrustAnchors {
         &self.info
     }
 
-    /// The DER of each usable root, in bundle order.
-    pub fn certificates(&self) -> &[CertificateDer<'static>] {
-        &self.ders
-    }
-
-    /// The earliest expiry among the anchors, in seconds since the Unix epoch.
-    pub fn earliest_expiry_unix(&self) -> i64 {
+    /// The latest expiry among the anchors, in seconds since the Unix epoch: until then at
+    /// least one root can still vouch for a peer.
+    pub fn latest_expiry_unix(&self) -> i64 {
         self.info
             .iter()
             .map(|a| a.not_after_unix)
-            .min()
+            .max()
             .unwrap_or(i64::MIN)
     }
 }
@@ -113,6 +105,23 @@ impl TrustAnchors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latest_expiry_is_the_longest_lived_root_of_a_rotation_bundle() {
+        use crate::issue::{Ca, Validity};
+        use std::time::Duration;
+        let day = Duration::from_secs(86_400);
+        let old = Ca::root("old.root", Validity::from_now(day)).unwrap();
+        let new = Ca::root("new.root", Validity::from_now(300 * day)).unwrap();
+        let bundle = format!("{}{}", old.cert_pem(), new.cert_pem());
+        let anchors = TrustAnchors::from_pem("bundle", bundle.as_bytes()).unwrap();
+        assert_eq!(anchors.anchors().len(), 2);
+        assert_eq!(
+            anchors.latest_expiry_unix(),
+            anchors.anchors()[1].not_after_unix
+        );
+        assert!(anchors.anchors()[0].not_after_unix < anchors.anchors()[1].not_after_unix);
+    }
 
     #[test]
     fn empty_bundle_is_rejected() {
