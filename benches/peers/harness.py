@@ -285,14 +285,15 @@ class Proc:
         return found
 
     def cpu_seconds(self):
-        total = 0
+        """(user, system) CPU seconds of the process tree."""
+        user = system = 0
         for pid in self.pids():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            total += int(fields[11]) + int(fields[12])  # utime + stime
-        return total / CLK_TCK
+            user, system = user + int(fields[11]), system + int(fields[12])  # utime, stime
+        return user / CLK_TCK, system / CLK_TCK
 
     def rss_kib(self):
         total = 0
@@ -354,9 +355,10 @@ def oha(d: Path, port, workload, seconds):
 
 
 def measure(d, proc, port, workload, seconds):
-    before = proc.cpu_seconds()
+    user0, sys0 = proc.cpu_seconds()
     report = oha(d, port, workload, seconds)
-    cpu = proc.cpu_seconds() - before
+    user1, sys1 = proc.cpu_seconds()
+    cpu, kernel = (user1 - user0) + (sys1 - sys0), sys1 - sys0
     codes = report.get("statusCodeDistribution", {})
     ok = int(codes.get("200", 0))
     # Requests still in flight when the run's time is up are cancelled by oha, not failed.
@@ -367,6 +369,7 @@ def measure(d, proc, port, workload, seconds):
     ms = lambda key: (pct.get(key) or 0) * 1000
     return {"rps": ok / elapsed, "ok": ok, "failed": failed, "p50": ms("p50"), "p99": ms("p99"),
             "p999": ms("p99.9"), "cpu_us": cpu * 1e6 / ok if ok else float("nan"),
+            "sys_us": kernel * 1e6 / ok if ok else float("nan"),
             "mib_s": (summary.get("sizePerSec") or 0) / (1 << 20)}
 
 
@@ -429,7 +432,8 @@ def report(results, mem, refusals, args, started, versions):
              "Each gateway runs pinned to CPU 0 with one worker (meshgate `MESHGATE_WORKERS=1`, nginx "
              "`worker_processes 1`, HAProxy `nbthread 1`, Caddy `GOMAXPROCS=1`, Envoy `--concurrency 1`); "
              "oha and the backend (nginx `return 200`, a 1 MiB file) share CPU 1. CPU µs/request is the "
-             "gateway process tree's user+system time over the requests answered 200. `terminator` is an "
+             "gateway process tree's user+system time over the requests answered 200 (\"of it kernel\": the "
+             "system part, mostly loopback TCP and the wake-ups it causes). `terminator` is an "
              "nginx that answers itself over mTLS (routes nothing): the practical limit.", "",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
     lines += ["## Refusals", "", "| target | no client cert | foreign client cert |", "|---|---|---|"]
@@ -442,8 +446,8 @@ def report(results, mem, refusals, args, started, versions):
         best_cpu = min(rows[p]["cpu_us"] for p in PEERS if rows[p]["cpu_us"] == rows[p]["cpu_us"])
         lines += [f"## {wl}: {desc}", ""]
         extra = " MiB/s |" if wl == "D" else (" p99.9 ms |" if wl == "E" else "")
-        lines.append(f"| target | req/s | p50 ms | p99 ms |{extra} CPU µs/req | req/s ÷ best peer | CPU ÷ best peer | failed |")
-        lines.append("|---|---|---|---|" + ("---|" if extra else "") + "---|---|---|---|")
+        lines.append(f"| target | req/s | p50 ms | p99 ms |{extra} CPU µs/req | of it kernel | req/s ÷ best peer | CPU ÷ best peer | failed |")
+        lines.append("|---|---|---|---|" + ("---|" if extra else "") + "---|---|---|---|---|")
         for name in ["meshgate", *PEERS, "terminator"]:
             r = rows[name]
             cells = [name, fmt(r["rps"], 0), fmt(r["p50"], 3), fmt(r["p99"], 3)]
@@ -451,7 +455,7 @@ def report(results, mem, refusals, args, started, versions):
                 cells.append(fmt(r["mib_s"], 0))
             if wl == "E":
                 cells.append(fmt(r["p999"], 3))
-            cells += [fmt(r["cpu_us"]), fmt(r["rps"] / best_rps, 2), fmt(r["cpu_us"] / best_cpu, 2), str(int(r["failed"]))]
+            cells += [fmt(r["cpu_us"]), fmt(r.get("sys_us", float("nan"))), fmt(r["rps"] / best_rps, 2), fmt(r["cpu_us"] / best_cpu, 2), str(int(r["failed"]))]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += targets_table(results, mem)
@@ -562,7 +566,7 @@ def main():
                 for name in order:
                     sample = measure(d, procs[name], PORTS[name], wl, args.seconds)
                     samples[wl][name].append(sample)
-                    print(f"rep {rep + 1} {wl} {name:10} {sample['rps']:10,.0f} req/s  cpu {sample['cpu_us']:7.1f} µs/req"
+                    print(f"rep {rep + 1} {wl} {name:10} {sample['rps']:10,.0f} req/s  cpu {sample['cpu_us']:7.1f} µs/req (kernel {sample['sys_us']:5.1f})"
                           f"  p99 {sample['p99']:.3f} ms  failed {sample['failed']}", flush=True)
         results = {wl: {n: median_rows(s) for n, s in per.items()} for wl, per in samples.items()}
         mem = {}

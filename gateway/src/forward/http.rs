@@ -321,15 +321,31 @@ impl Session {
 /// Removes hop-by-hop headers, the ones the `Connection` header names, and every `te` except
 /// `trailers` (which gRPC needs end to end).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    // One pass over the names (no hashing) finds what is there; most messages carry at most
+    // `connection: keep-alive`, so the removals below touch only names that are present.
+    let mut present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name))
+        .cloned()
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    let has_te = headers.contains_key(TE);
+    if present.is_empty() && !has_te {
+        return;
+    }
+    present.extend(
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !HOP_BY_HOP.contains(name)),
+    );
+    for name in &present {
         headers.remove(name);
+    }
+    if !has_te {
+        return;
     }
     let keep_te = headers.get_all(TE).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
@@ -456,6 +472,29 @@ mod tests {
         assert!(headers.get("keep-alive").is_none());
         assert_eq!(headers.get(TE).unwrap(), "trailers");
         assert_eq!(headers.get("x-kept").unwrap(), "1");
+    }
+
+    #[test]
+    fn te_alone_and_upgrade_alone_are_still_handled() {
+        let mut te_only = HeaderMap::new();
+        te_only.insert(TE, HeaderValue::from_static("gzip"));
+        te_only.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut te_only);
+        assert!(te_only.get(TE).is_none());
+        assert_eq!(te_only.len(), 1);
+
+        let mut upgrade_only = HeaderMap::new();
+        upgrade_only.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        upgrade_only.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        strip_hop_by_hop(&mut upgrade_only);
+        assert!(upgrade_only.is_empty());
+
+        let mut clean = HeaderMap::new();
+        clean.insert("x-kept", HeaderValue::from_static("1"));
+        clean.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let before = clean.clone();
+        strip_hop_by_hop(&mut clean);
+        assert_eq!(clean, before);
     }
 
     #[test]
