@@ -459,6 +459,8 @@ def report(results, mem, refusals, args, started, versions):
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += targets_table(results, mem)
+    lines += ["Why the missed targets are missed, with the profiles and how to reproduce them: "
+              "[PROFILE.md](PROFILE.md).", ""]
     lines += ["## F: memory", "", "| target | idle RSS MiB (fresh) | RSS before (after A–E) MiB | with 1,000 idle mTLS conns MiB | with 10,000 MiB | KiB per idle conn | held / errors (10k) |",
               "|---|---|---|---|---|---|---|"]
     for name in ["meshgate", *PEERS, "terminator"]:
