@@ -125,7 +125,7 @@ pub struct AdminState {
     /// Readiness.
     pub readiness: Arc<Readiness>,
     /// The TLS config for mTLS callers (the gateway's certificate, mesh client certs, no ALPN).
-    pub tls: Arc<ServerConfig>,
+    pub tls: watch::Receiver<Arc<ServerConfig>>,
     /// Notified by `POST /shutdown`; `None` when the endpoint is disabled.
     pub shutdown: Option<Arc<Notify>>,
     /// The log filter handle; `None` when it cannot change.
@@ -188,7 +188,8 @@ async fn serve_connection(tcp: TcpStream, remote: SocketAddr, state: Arc<AdminSt
     };
     let builder = auto::Builder::new(TokioExecutor::new());
     let result = if is_tls {
-        let accept = TlsAcceptor::from(state.tls.clone()).accept(tcp);
+        let config = state.tls.borrow().clone();
+        let accept = TlsAcceptor::from(config).accept(tcp);
         match tokio::time::timeout(ADMIN_DETECT_TIMEOUT, accept).await {
             Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), service).await,
             Ok(Err(e)) => return tracing::debug!(%remote, error = %e, "admin TLS handshake failed"),
@@ -335,7 +336,7 @@ mod tests {
         AdminState {
             metrics: Arc::new(Metrics::new()),
             readiness: Arc::new(Readiness::default()),
-            tls: Arc::new(tls),
+            tls: watch::channel(Arc::new(tls)).1,
             shutdown: shutdown.then(|| Arc::new(Notify::new())),
             log_level: Some(Arc::new(FakeLevel(Mutex::new("info".to_owned())))),
         }

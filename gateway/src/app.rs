@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use identity::{Credentials, IdentityName, TrustAnchors, tls_config};
+use identity::certify::{Certifier, CertifyConfig};
+use identity::source::{AnchorSource, FileSource, Material, Watcher};
+use identity::{Credentials, IdentityName, TrustAnchors};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::admin::{self, AdminState, LogLevel, Readiness};
 use crate::config::{Config, Problems};
+use crate::credentials::{self, Live};
 use crate::forward::upstream::Upstream;
 use crate::listener;
 use crate::metrics::Metrics;
@@ -23,8 +26,8 @@ use crate::target::{Suffixes, Target};
 pub struct Shared {
     /// The gateway's own identity (for loop detection and `Forwarded: by=`).
     pub identity: IdentityName,
-    /// The TLS server configuration.
-    pub tls: Arc<ServerConfig>,
+    /// The TLS server configuration of new handshakes (replaced when credentials change).
+    pub tls: watch::Receiver<Arc<ServerConfig>>,
     /// The target allowlist.
     pub suffixes: Suffixes,
     /// Handshake deadline.
@@ -37,43 +40,66 @@ pub struct Shared {
     pub drain: watch::Receiver<bool>,
 }
 
-/// The credentials and anchors named by a config, loaded and validated.
+/// The credentials and anchors to start with, validated, and how they are kept fresh.
 pub struct LoadedIdentity {
     /// The trust anchors.
     pub anchors: TrustAnchors,
     /// The gateway's credentials.
     pub credentials: Credentials,
+    /// How new material arrives while the gateway runs.
+    pub reload: Reload,
 }
 
-/// Loads the trust anchors and credentials the config names.
+/// Where new credentials come from while the gateway runs.
+pub enum Reload {
+    /// Nowhere: the material given at start stays (tests, `demo`).
+    Static,
+    /// The credential files, polled every `interval`.
+    Files {
+        /// Watches the files loaded at start.
+        watcher: Box<Watcher>,
+        /// Poll interval.
+        interval: Duration,
+    },
+    /// Linkerd's identity service, renewed at 70 % of the lifetime.
+    Certify(Box<Certifier>),
+}
+
+/// The trust anchors a config names.
+fn anchor_source(config: &Config) -> Result<AnchorSource, String> {
+    let (_, _, anchors_path) = config.credential_paths();
+    match (anchors_path, &config.trust_anchors_pem) {
+        (Some(path), _) => Ok(AnchorSource::File(path)),
+        (None, Some(pem)) => Ok(AnchorSource::Pem(pem.clone())),
+        (None, None) => Err("no trust anchors configured".to_owned()),
+    }
+}
+
+/// Loads the trust anchors and credentials the config names, and watches their files.
 ///
 /// # Errors
-/// Every problem found (unreadable files, bad PEM, chain not verifying, expired, key mismatch).
+/// Every problem found (unreadable files, bad PEM, chain not verifying, expired, key mismatch,
+/// a certificate for another identity).
 pub fn load_identity(config: &Config) -> Result<LoadedIdentity, Problems> {
-    let (cert, key, anchors_path) = config.credential_paths();
-    let anchors = match (&anchors_path, &config.trust_anchors_pem) {
-        (Some(path), _) => std::fs::read(path)
-            .map_err(|e| format!("trust anchors {}: {e}", path.display()))
-            .and_then(|pem| {
-                TrustAnchors::from_pem(&path.display().to_string(), &pem)
-                    .map_err(|e| format!("trust anchors: {e}"))
-            }),
-        (None, Some(pem)) => {
-            TrustAnchors::from_pem("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", pem.as_bytes())
-                .map_err(|e| format!("trust anchors: {e}"))
-        }
-        (None, None) => Err("no trust anchors configured".to_owned()),
-    };
+    let (cert, key, _) = config.credential_paths();
+    let anchors = anchor_source(config);
     let (Some(cert), Some(key)) = (cert, key) else {
         let mut problems = vec!["no certificate and key configured".to_owned()];
         problems.extend(anchors.err());
         return Err(Problems(problems));
     };
     let anchors = anchors.map_err(|e| Problems(vec![e]))?;
-    let credentials = Credentials::load(&cert, &key, &anchors)
+    let source = FileSource {
+        cert: cert.clone(),
+        key,
+        anchors,
+    };
+    let (material, watcher) = source
+        .load_and_watch()
         .map_err(|e| Problems(vec![format!("credentials {}: {e}", cert.display())]))?;
     if let Some(expected) = &config.identity_name
-        && !credentials
+        && !material
+            .credentials
             .identity()
             .as_str()
             .eq_ignore_ascii_case(expected.trim_end_matches('.'))
@@ -81,13 +107,87 @@ pub fn load_identity(config: &Config) -> Result<LoadedIdentity, Problems> {
         return Err(Problems(vec![format!(
             "credentials {} name {}, but the gateway's identity is configured as {expected}",
             cert.display(),
-            credentials.identity()
+            material.credentials.identity()
         )]));
     }
     Ok(LoadedIdentity {
-        anchors,
-        credentials,
+        anchors: material.anchors,
+        credentials: material.credentials,
+        reload: Reload::Files {
+            watcher: Box::new(watcher),
+            interval: config.credentials_poll_interval,
+        },
     })
+}
+
+/// The identity-service client a config asks for (`identity_svc_addr`), if any.
+///
+/// # Errors
+/// Missing local name or trust anchors, unusable anchors.
+pub fn certifier(config: &Config) -> Result<Option<Certifier>, Problems> {
+    let Some(addr) = &config.identity_svc_addr else {
+        return Ok(None);
+    };
+    let mut problems = Vec::new();
+    let local_name = match config
+        .identity_name
+        .as_deref()
+        .map(str::parse::<IdentityName>)
+    {
+        Some(Ok(name)) => Some(name),
+        Some(Err(e)) => {
+            problems.push(format!("identity_name: {e}"));
+            None
+        }
+        None => {
+            problems.push(
+                "identity_svc_addr needs identity_name (LINKERD2_PROXY_IDENTITY_LOCAL_NAME)"
+                    .to_owned(),
+            );
+            None
+        }
+    };
+    let anchors = anchor_source(config).and_then(|source| {
+        let (what, pem) = match source {
+            AnchorSource::File(path) => (
+                path.display().to_string(),
+                std::fs::read(&path)
+                    .map_err(|e| format!("trust anchors {}: {e}", path.display()))?,
+            ),
+            AnchorSource::Pem(pem) => (
+                "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS".to_owned(),
+                pem.into_bytes(),
+            ),
+        };
+        TrustAnchors::from_pem(&what, &pem).map_err(|e| format!("trust anchors: {e}"))
+    });
+    let anchors = anchors.map_err(|e| problems.push(e)).ok();
+    let (Some(local_name), Some(anchors)) = (local_name, anchors) else {
+        return Err(Problems(problems));
+    };
+    let certify = CertifyConfig {
+        svc_addr: addr.clone(),
+        svc_name: config.identity_svc_name.clone(),
+        token_file: config.identity_token_file.clone(),
+        local_name,
+        min_refresh: config.identity_min_refresh,
+        max_refresh: config.identity_max_refresh,
+        timeout: config.connect_timeout.max(Duration::from_secs(10)),
+    };
+    Certifier::new(certify, anchors)
+        .map(Some)
+        .map_err(|e| Problems(vec![format!("identity service client: {e}")]))
+}
+
+/// Obtains the first certificate from the identity service (waiting, with warnings, until it
+/// answers); renewals follow once the gateway runs.
+pub async fn certify_identity(certifier: Certifier) -> LoadedIdentity {
+    let material = credentials::first_certify(&certifier).await;
+    LoadedIdentity {
+        anchors: material.anchors,
+        credentials: material.credentials,
+        reload: Reload::Certify(Box::new(certifier)),
+    }
 }
 
 /// A running gateway.
@@ -115,7 +215,11 @@ pub struct Bound {
 /// # Errors
 /// Bad identity material, or a listener that cannot bind.
 pub async fn bind(config: &Config, log_level: Option<Arc<dyn LogLevel>>) -> anyhow::Result<Bound> {
-    let identity = load_identity(config).map_err(|p| anyhow::anyhow!("invalid identity:\n{p}"))?;
+    let invalid = |p: Problems| anyhow::anyhow!("invalid identity:\n{p}");
+    let identity = match certifier(config).map_err(invalid)? {
+        Some(certifier) => certify_identity(certifier).await,
+        None => load_identity(config).map_err(invalid)?,
+    };
     start(config, identity, log_level).await
 }
 
@@ -132,25 +236,26 @@ pub async fn start(
     let LoadedIdentity {
         anchors,
         credentials,
+        reload,
     } = identity;
-    let alpn = [
-        tls_config::ALPN_TRANSPORT_HEADER,
-        tls_config::ALPN_H2,
-        tls_config::ALPN_HTTP1,
-    ];
-    let tls = Arc::new(
-        tls_config::server_config(&credentials, &anchors, &alpn).context("build TLS config")?,
-    );
-    let admin_tls = Arc::new(
-        tls_config::server_config(&credentials, &anchors, &[]).context("build admin TLS config")?,
-    );
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
-    readiness.set_credentials(
-        credentials.not_before(),
-        credentials.not_after(),
-        anchors.latest_expiry_unix(),
-    );
+    let material = Material {
+        anchors,
+        credentials,
+    };
+    let (live, tls) =
+        Live::new(&material, readiness.clone(), metrics.clone()).context("build TLS config")?;
+    let expiry = material.credentials.not_after();
+    let keep_fresh = async move {
+        match reload {
+            Reload::Static => {}
+            Reload::Files { watcher, interval } => {
+                credentials::watch_files(live, *watcher, interval).await;
+            }
+            Reload::Certify(certifier) => credentials::renew(live, *certifier, expiry).await,
+        }
+    };
 
     let suffixes = config.suffixes().context("gateway suffixes")?;
     let mut statics = Vec::new();
@@ -175,10 +280,10 @@ pub async fn start(
 
     let (drain, drain_rx) = watch::channel(false);
     let (admin_stop, admin_stop_rx) = watch::channel(false);
-    let identity = credentials.identity().clone();
+    let identity = material.credentials.identity().clone();
     let shared = Arc::new(Shared {
         identity: identity.clone(),
-        tls,
+        tls: tls.data,
         suffixes,
         detect_timeout: config.detect_timeout,
         metrics: metrics.clone(),
@@ -192,7 +297,7 @@ pub async fn start(
     let state = Arc::new(AdminState {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
-        tls: admin_tls,
+        tls: tls.admin,
         shutdown: config.shutdown_endpoint_enabled.then(|| shutdown.clone()),
         log_level,
     });
@@ -209,6 +314,8 @@ pub async fn start(
             };
             runtime.block_on(async move {
                 tokio::spawn(evict_idle_metrics(state.metrics.clone(), retain_idle));
+                // Credential reloads and renewals run here, away from the data plane.
+                tokio::spawn(keep_fresh);
                 match TcpListener::from_std(admin_listener) {
                     Ok(listener) => admin::serve(listener, state, admin_stop_rx).await,
                     Err(e) => tracing::error!(error = %e, "admin listener failed"),

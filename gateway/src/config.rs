@@ -70,6 +70,26 @@ pub struct Config {
     /// The gateway's identity; when set, the certificate must name it
     /// (`LINKERD2_PROXY_IDENTITY_LOCAL_NAME`).
     pub identity_name: Option<String>,
+    /// How often the credential files are checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub credentials_poll_interval: Duration,
+    /// Linkerd's identity service (`host:port`); when set, credentials come from `Certify`
+    /// instead of files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_svc_addr: Option<String>,
+    /// The identity service's TLS identity.
+    pub identity_svc_name: String,
+    /// The service-account token sent to the identity service.
+    pub identity_token_file: PathBuf,
+    /// Earliest certificate refresh (and the retry delay after an error).
+    #[serde(with = "humantime_serde")]
+    pub identity_min_refresh: Duration,
+    /// Latest certificate refresh.
+    #[serde(with = "humantime_serde")]
+    pub identity_max_refresh: Duration,
+    /// The authorization policy file (YAML); watched for changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PathBuf>,
     /// DNS suffixes targets must end with; `.` allows every name.
     pub gateway_suffixes: Vec<String>,
     /// Static endpoints: `name:port` → addresses. Overrides DNS for those targets.
@@ -112,6 +132,14 @@ impl Default for Config {
             trust_anchors_pem: None,
             identity_dir: None,
             identity_name: None,
+            credentials_poll_interval: Duration::from_secs(2),
+            identity_svc_addr: None,
+            identity_svc_name:
+                "linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local".to_owned(),
+            identity_token_file: PathBuf::from("/var/run/secrets/tokens/linkerd-identity-token"),
+            identity_min_refresh: Duration::from_secs(10),
+            identity_max_refresh: Duration::from_secs(24 * 3600),
+            policy: None,
             gateway_suffixes: vec![DEFAULT_SUFFIX.to_owned()],
             endpoints: BTreeMap::new(),
             detect_timeout: Duration::from_secs(10),
@@ -169,6 +197,37 @@ const KEYS: &[(&str, Shape, &[&str])] = &[
         Shape::Text,
         &[ENV_IDENTITY_NAME, "LINKERD2_PROXY_IDENTITY_LOCAL_NAME"],
     ),
+    (
+        "credentials_poll_interval",
+        Shape::Text,
+        &[ENV_CREDENTIALS_POLL_INTERVAL],
+    ),
+    (
+        "identity_svc_addr",
+        Shape::Text,
+        &[ENV_IDENTITY_SVC_ADDR, "LINKERD2_PROXY_IDENTITY_SVC_ADDR"],
+    ),
+    (
+        "identity_svc_name",
+        Shape::Text,
+        &["LINKERD2_PROXY_IDENTITY_SVC_NAME"],
+    ),
+    (
+        "identity_token_file",
+        Shape::Text,
+        &["LINKERD2_PROXY_IDENTITY_TOKEN_FILE"],
+    ),
+    (
+        "identity_min_refresh",
+        Shape::Text,
+        &["LINKERD2_PROXY_IDENTITY_MIN_REFRESH"],
+    ),
+    (
+        "identity_max_refresh",
+        Shape::Text,
+        &["LINKERD2_PROXY_IDENTITY_MAX_REFRESH"],
+    ),
+    ("policy", Shape::Text, &[ENV_POLICY]),
     (
         "shutdown_endpoint_enabled",
         Shape::Bool,
@@ -240,6 +299,12 @@ pub const ENV_TRUST_ANCHORS: &str = "MESHGATE_TRUST_ANCHORS";
 pub const ENV_IDENTITY_DIR: &str = "MESHGATE_IDENTITY_DIR";
 /// The gateway's expected identity.
 pub const ENV_IDENTITY_NAME: &str = "MESHGATE_IDENTITY_NAME";
+/// Credential file poll interval.
+pub const ENV_CREDENTIALS_POLL_INTERVAL: &str = "MESHGATE_CREDENTIALS_POLL_INTERVAL";
+/// `--identity-svc-addr`.
+pub const ENV_IDENTITY_SVC_ADDR: &str = "MESHGATE_IDENTITY_SVC_ADDR";
+/// `--policy`.
+pub const ENV_POLICY: &str = "MESHGATE_POLICY";
 /// Enables `POST /shutdown`.
 pub const ENV_SHUTDOWN_ENDPOINT_ENABLED: &str = "MESHGATE_SHUTDOWN_ENDPOINT_ENABLED";
 /// Metric label-set retention.
@@ -390,6 +455,19 @@ impl Config {
             "trust_anchors_pem" => set(&mut self.trust_anchors_pem, value, source, problems),
             "identity_dir" => set(&mut self.identity_dir, value, source, problems),
             "identity_name" => set(&mut self.identity_name, value, source, problems),
+            "credentials_poll_interval" => {
+                set_duration(&mut self.credentials_poll_interval, value, source, problems)
+            }
+            "identity_svc_addr" => set(&mut self.identity_svc_addr, value, source, problems),
+            "identity_svc_name" => set(&mut self.identity_svc_name, value, source, problems),
+            "identity_token_file" => set(&mut self.identity_token_file, value, source, problems),
+            "identity_min_refresh" => {
+                set_duration(&mut self.identity_min_refresh, value, source, problems)
+            }
+            "identity_max_refresh" => {
+                set_duration(&mut self.identity_max_refresh, value, source, problems)
+            }
+            "policy" => set(&mut self.policy, value, source, problems),
             "shutdown_endpoint_enabled" => {
                 set(&mut self.shutdown_endpoint_enabled, value, source, problems)
             }
@@ -422,6 +500,27 @@ impl Config {
             problems.push(format!("listen and admin_listen are both {}", self.listen));
         }
         match (&self.identity_dir, &self.cert, &self.key) {
+            _ if self.identity_svc_addr.is_some() => {
+                if self.identity_dir.is_some() || self.cert.is_some() || self.key.is_some() {
+                    problems.push(
+                        "identity_svc_addr and credential files are both set: use one source of \
+                         credentials"
+                            .to_owned(),
+                    );
+                }
+                if self.identity_name.is_none() {
+                    problems.push(
+                        "identity_svc_addr needs identity_name \
+                         (LINKERD2_PROXY_IDENTITY_LOCAL_NAME): the identity to ask for"
+                            .to_owned(),
+                    );
+                }
+                if self.identity_min_refresh > self.identity_max_refresh {
+                    problems.push(
+                        "identity_min_refresh is longer than identity_max_refresh".to_owned(),
+                    );
+                }
+            }
             (Some(_), None, None) | (None, Some(_), Some(_)) => {}
             (Some(_), _, _) => problems.push(
                 "identity_dir and cert/key are both set: use one source of credentials".to_owned(),
@@ -476,6 +575,8 @@ impl Config {
             ("connect_timeout", self.connect_timeout),
             ("pool_idle_timeout", self.pool_idle_timeout),
             ("metrics_retain_idle", self.metrics_retain_idle),
+            ("credentials_poll_interval", self.credentials_poll_interval),
+            ("identity_min_refresh", self.identity_min_refresh),
         ] {
             if value.is_zero() {
                 problems.push(format!("{key} must be greater than zero"));

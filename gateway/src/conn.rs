@@ -30,7 +30,8 @@ pub async fn serve(
     let deadline = Instant::now() + shared.detect_timeout;
     let meter = Arc::new(ByteMeter::default());
     let io = Metered::new(tcp, meter.clone());
-    let accepted = match tls::accept(io, shared.tls.clone(), deadline).await {
+    let config = shared.tls.borrow().clone();
+    let accepted = match tls::accept(io, config, deadline).await {
         Ok(accepted) => accepted,
         Err((refusal, detail)) => {
             let error = if refusal == identity::Refusal::Timeout {

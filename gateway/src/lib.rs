@@ -19,8 +19,10 @@
 
 pub mod admin;
 pub mod app;
+pub mod certs;
 pub mod config;
 pub mod conn;
+pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod forward;

@@ -48,6 +48,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         admin_listen: SocketAddr,
     },
+    /// Create and inspect trust anchors, issuers and leaves (what `step certificate` does for
+    /// Linkerd users).
+    Certs {
+        #[command(subcommand)]
+        command: gateway::certs::Command,
+    },
 }
 
 #[derive(Args)]
@@ -76,6 +82,12 @@ struct RunArgs {
     /// Directory with tls.crt, tls.key and ca.crt (a mounted kubernetes.io/tls secret).
     #[arg(long)]
     identity_dir: Option<String>,
+    /// Linkerd identity service HOST:PORT: get and renew the certificate with Certify.
+    #[arg(long)]
+    identity_svc_addr: Option<String>,
+    /// Authorization policy file (YAML), reloaded when it changes.
+    #[arg(long)]
+    policy: Option<String>,
     /// Allowed target DNS suffixes, comma-separated; "." allows every name.
     #[arg(long)]
     gateway_suffixes: Option<String>,
@@ -100,6 +112,8 @@ impl RunArgs {
             ("key", &self.key),
             ("trust_anchors", &self.trust_anchors),
             ("identity_dir", &self.identity_dir),
+            ("identity_svc_addr", &self.identity_svc_addr),
+            ("policy", &self.policy),
             ("gateway_suffixes", &self.gateway_suffixes),
             ("log", &self.log),
             ("log_format", &self.log_format),
@@ -119,6 +133,7 @@ impl RunArgs {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(&args),
+        Command::Certs { command } => gateway::certs::run(command),
         Command::Demo {
             serve,
             listen,
@@ -152,8 +167,12 @@ fn run(args: &RunArgs) -> ExitCode {
         Err(problems) => return bad_config(&problems),
     };
     // Unusable credentials are a configuration problem too: same report, same exit status.
-    let identity = match app::load_identity(&config) {
-        Ok(identity) => identity,
+    let identity = match app::certifier(&config) {
+        Ok(Some(certifier)) => Err(certifier),
+        Ok(None) => match app::load_identity(&config) {
+            Ok(identity) => Ok(identity),
+            Err(problems) => return bad_config(&problems),
+        },
         Err(problems) => return bad_config(&problems),
     };
     if args.check {
@@ -164,6 +183,10 @@ fn run(args: &RunArgs) -> ExitCode {
     tracing::info!(config = %config.to_yaml(), "effective configuration");
     let result = runtime(config.workers).and_then(|rt| {
         rt.block_on(async {
+            let identity = match identity {
+                Ok(identity) => identity,
+                Err(certifier) => app::certify_identity(certifier).await,
+            };
             let bound = app::start(&config, identity, Some(log_level)).await?;
             tokio::select! {
                 _ = wait_for_signal() => {}

@@ -339,6 +339,68 @@ pub struct Metrics {
     pub tcp_errors: Family<ErrorLabels, Counter>,
     /// `gateway_handshakes_refused_total{reason}`.
     pub refused: Family<RefusalLabels, Counter>,
+    /// `control_identity_*`: the credentials in use and their refreshes.
+    pub identity: IdentityMetrics,
+}
+
+/// `control_identity_*` families (Linkerd's names) and one expiry gauge per trust anchor.
+#[derive(Default)]
+pub struct IdentityMetrics {
+    /// `control_identity_cert_expiration_timestamp_seconds`.
+    pub cert_expiration: Gauge,
+    /// `control_identity_cert_refresh_timestamp_seconds`.
+    pub cert_refresh: Gauge,
+    /// `control_identity_cert_refreshes_total{result}`.
+    pub refreshes: Family<ResultLabels, Counter>,
+    /// `control_identity_trust_anchor_expiration_timestamp_seconds{subject}`.
+    pub anchor_expiration: Family<AnchorLabels, Gauge>,
+}
+
+/// `result="ok"|"error"`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// One trust anchor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AnchorLabels {
+    /// The anchor's subject DN.
+    pub subject: String,
+}
+
+impl IdentityMetrics {
+    /// Records credentials now in use: their expiry, this refresh, and the anchors' expiries
+    /// (anchors no longer in the bundle disappear).
+    pub fn installed(&self, not_after_unix: i64, anchors: &identity::TrustAnchors) {
+        self.cert_expiration.set(not_after_unix);
+        self.cert_refresh
+            .set(identity::source::unix_seconds(SystemTime::now()));
+        self.refreshes
+            .get_or_create(&ResultLabels { result: "ok" })
+            .inc();
+        self.anchor_expiration.clear();
+        for anchor in anchors.anchors() {
+            self.anchor_expiration
+                .get_or_create(&AnchorLabels {
+                    subject: anchor.subject.clone(),
+                })
+                .set(anchor.not_after_unix);
+        }
+    }
+
+    /// Records a refresh that failed (the credentials in use stay).
+    pub fn failed(&self) {
+        self.refreshes
+            .get_or_create(&ResultLabels { result: "error" })
+            .inc();
+    }
+
+    /// `control_identity_cert_refreshes_total{result}`.
+    pub fn refresh_count(&self, result: &'static str) -> u64 {
+        self.refreshes.get_or_create(&ResultLabels { result }).get()
+    }
 }
 
 impl Default for Metrics {
@@ -420,8 +482,33 @@ impl Metrics {
             "Downstream connections refused before any request, by reason",
             refused.clone(),
         );
+        let identity = IdentityMetrics::default();
+        r.register(
+            "control_identity_cert_expiration_timestamp_seconds",
+            "When the certificate in use expires (Unix seconds)",
+            identity.cert_expiration.clone(),
+        );
+        r.register(
+            "control_identity_cert_refresh_timestamp_seconds",
+            "When the certificate in use was loaded (Unix seconds)",
+            identity.cert_refresh.clone(),
+        );
+        r.register(
+            "control_identity_cert_refreshes",
+            "Certificate loads and reloads, by result",
+            identity.refreshes.clone(),
+        );
+        r.register(
+            "control_identity_trust_anchor_expiration_timestamp_seconds",
+            "When each trust anchor in the bundle expires (Unix seconds)",
+            identity.anchor_expiration.clone(),
+        );
+        for result in ["ok", "error"] {
+            let _ = identity.refreshes.get_or_create(&ResultLabels { result });
+        }
         let clock = Arc::new(CoarseClock::new());
         let metrics = Self {
+            identity,
             clock: clock.clone(),
             registry,
             requests: Tracked::new(requests, &clock),

@@ -25,6 +25,8 @@ pub struct AnchorInfo {
     pub subject: String,
     /// Expiry, in seconds since the Unix epoch.
     pub not_after_unix: i64,
+    /// The certificate itself.
+    pub der: CertificateDer<'static>,
 }
 
 impl TrustAnchors {
@@ -57,6 +59,7 @@ impl TrustAnchors {
                 Ok((_, cert)) => AnchorInfo {
                     subject: cert.subject().to_string(),
                     not_after_unix: cert.validity().not_after.timestamp(),
+                    der: der.clone(),
                 },
                 Err(e) => {
                     tracing::warn!(bundle = what, error = %e, "skipping unparsable trust anchor");

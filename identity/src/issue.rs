@@ -4,11 +4,11 @@
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
-    SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
 use rustls::crypto::aws_lc_rs;
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::{Credentials, Error, TrustAnchors};
@@ -38,7 +38,10 @@ impl Validity {
 
 /// A certificate authority: a root (trust anchor) or an issuer (intermediate) with its key.
 pub struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    issuer: Issuer<'static, KeyPair>,
+    /// The private key as PKCS#8 PEM (the `Issuer` owns the key itself).
+    key_pem: String,
+    cert: CertificateDer<'static>,
     /// This CA's certificate followed by its parents, excluding the root: what a leaf it signs
     /// must send after itself. Empty for a root.
     chain: Vec<CertificateDer<'static>>,
@@ -75,9 +78,66 @@ impl Ca {
     pub fn root(common_name: &str, validity: Validity) -> Result<Self, Error> {
         let params = ca_params(common_name, validity, 1)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.self_signed(&key)?.der().clone();
+        Ok(Self::assemble(params, key, cert, Vec::new()))
+    }
+
+    fn assemble(
+        params: CertificateParams,
+        key: KeyPair,
+        cert: CertificateDer<'static>,
+        chain: Vec<CertificateDer<'static>>,
+    ) -> Self {
+        Self {
+            key_pem: key.serialize_pem(),
+            issuer: Issuer::new(params, key),
+            cert,
+            chain,
+        }
+    }
+
+    /// Loads a CA from its certificate PEM (the CA first, then any intermediates above it that
+    /// leaves must carry) and its private key PEM, as `certs issuer` and `certs leaf` read them.
+    ///
+    /// # Errors
+    /// Bad PEM, a key that is not the certificate's, or a certificate that is not a CA.
+    pub fn from_pem(cert_what: &str, cert_pem: &str, key_pem: &str) -> Result<Self, Error> {
+        let parse = |reason: String| Error::Parse {
+            what: cert_what.to_owned(),
+            reason,
+        };
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| parse(format!("bad PEM: {e}")))?;
+        let cert = certs.first().cloned().ok_or(Error::NoPem {
+            what: cert_what.to_owned(),
+            kind: "CERTIFICATE",
+        })?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert)
+            .map_err(|e| parse(format!("not an X.509 certificate: {e}")))?;
+        if !parsed.is_ca() {
+            return Err(parse(
+                "not a CA certificate (basicConstraints CA:FALSE)".to_owned(),
+            ));
+        }
+        let key = KeyPair::from_pem(key_pem).map_err(|e| Error::Parse {
+            what: "CA private key".to_owned(),
+            reason: e.to_string(),
+        })?;
+        if key.public_key_raw() != parsed.public_key().subject_public_key.data.as_ref() {
+            return Err(Error::KeyMismatch);
+        }
+        // A self-signed CA is a root: leaves never carry it. Otherwise the file's certificates
+        // (this issuer and any intermediates above it) follow every leaf it signs.
+        let self_signed = parsed.subject() == parsed.issuer();
+        let chain = if self_signed { Vec::new() } else { certs };
+        let key_pem = key.serialize_pem();
+        let issuer = Issuer::from_ca_cert_der(&cert, key).map_err(|e| parse(e.to_string()))?;
         Ok(Self {
-            issuer: CertifiedIssuer::self_signed(params, key)?,
-            chain: Vec::new(),
+            issuer,
+            key_pem,
+            cert,
+            chain,
         })
     }
 
@@ -88,10 +148,10 @@ impl Ca {
     pub fn issuer(&self, common_name: &str, validity: Validity) -> Result<Self, Error> {
         let params = ca_params(common_name, validity, 0)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let issuer = CertifiedIssuer::signed_by(params, key, &self.issuer)?;
-        let mut chain = vec![issuer.der().clone()];
+        let cert = params.signed_by(&key, &self.issuer)?.der().clone();
+        let mut chain = vec![cert.clone()];
         chain.extend(self.chain.iter().cloned());
-        Ok(Self { issuer, chain })
+        Ok(Self::assemble(params, key, cert, chain))
     }
 
     /// Issues a leaf for `spec.identity` with EKU serverAuth + clientAuth.
@@ -127,19 +187,59 @@ impl Ca {
         })
     }
 
+    /// Signs a certificate signing request as Linkerd's identity service does: the CSR's
+    /// subject and SANs, EKU serverAuth + clientAuth, `validity`. Returns the leaf followed by
+    /// this CA's chain.
+    ///
+    /// # Errors
+    /// A CSR that does not parse or whose signature does not verify, or signing failure.
+    pub fn sign_csr(
+        &self,
+        csr_der: &[u8],
+        validity: Validity,
+    ) -> Result<Vec<CertificateDer<'static>>, Error> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())?;
+        csr.params.not_before = validity.not_before.into();
+        csr.params.not_after = validity.not_after.into();
+        csr.params.serial_number = Some(random_serial()?);
+        csr.params.is_ca = IsCa::ExplicitNoCa;
+        csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        csr.params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        csr.params.use_authority_key_identifier_extension = true;
+        let cert = csr.signed_by(&self.issuer)?;
+        let mut chain = vec![cert.der().clone()];
+        chain.extend(self.chain.iter().cloned());
+        Ok(chain)
+    }
+
     /// This CA's own certificate.
     pub fn cert_der(&self) -> &CertificateDer<'static> {
-        self.issuer.der()
+        &self.cert
     }
 
     /// This CA's own certificate as PEM.
     pub fn cert_pem(&self) -> String {
-        self.issuer.pem()
+        pem("CERTIFICATE", &self.cert)
+    }
+
+    /// This CA's certificate followed by the intermediates above it (empty above a root), as PEM:
+    /// what an issuer's `ca.crt`/`issuer.crt` file holds.
+    pub fn chain_pem(&self) -> String {
+        if self.chain.is_empty() {
+            return self.cert_pem();
+        }
+        self.chain
+            .iter()
+            .map(|der| pem("CERTIFICATE", der))
+            .collect()
     }
 
     /// This CA's private key as PKCS#8 PEM.
     pub fn key_pem(&self) -> String {
-        self.issuer.key().serialize_pem()
+        self.key_pem.clone()
     }
 }
 

@@ -1,4 +1,6 @@
-//! Identities, trust anchors and credentials for meshgate: everything about certificates, no sockets.
+//! Identities, trust anchors and credentials for meshgate: everything about certificates —
+//! loading, validating, reloading, issuing, inspecting, and obtaining them from Linkerd's identity
+//! service (the only sockets this crate opens).
 //!
 //! Glossary:
 //! - **trust anchor**: a root CA certificate every mesh member trusts. A *bundle* holds one or more
@@ -13,10 +15,13 @@
 #![forbid(unsafe_code)]
 
 mod anchors;
+pub mod certify;
 mod credentials;
 mod error;
+pub mod inspect;
 pub mod issue;
 mod name;
+pub mod source;
 pub mod tls_config;
 mod verify;
 

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use gateway::app::{self, Bound, LoadedIdentity};
+use gateway::app::{self, Bound, LoadedIdentity, Reload};
 use gateway::config::Config;
 use gateway::demo::{Backend, Http1Sender, Http2Sender, MtlsClient, http1_on, http2_on};
 use gateway::transport_header::TransportHeader;
@@ -60,6 +60,7 @@ impl Harness {
         let identity = LoadedIdentity {
             anchors: anchors.clone(),
             credentials,
+            reload: Reload::Static,
         };
         let gateway = app::start(&config, identity, None).await.unwrap();
         Self {
