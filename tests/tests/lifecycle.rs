@@ -1,0 +1,360 @@
+//! Identity lifecycle, black-box: credential files rotated under traffic, trust-anchor rotation,
+//! bad files refused while the old material keeps serving, Kubernetes `..data` swaps, readiness
+//! on expiry, and credentials from a Linkerd identity service (Certify) with renewal and retry.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use gateway::app::{self, Bound};
+use gateway::config::Config;
+use gateway::demo::{Backend, MtlsClient};
+use http::Request;
+use http_body_util::Full;
+use identity::issue::{Issued, Validity};
+use identity::testing::{IdentityServer, TestCa};
+use identity::{Credentials, TrustAnchors};
+use support::{GATEWAY_ID, H1, SERVICE, admin_get, assert_refused, eventually};
+
+const CLIENT: &str = "web.east.serviceaccount.identity.linkerd.cluster.local";
+
+/// A directory laid out like a mounted Kubernetes secret: `tls.crt`, `tls.key` and `ca.crt` are
+/// symlinks into `..data`, itself a symlink to a timestamped directory that is swapped whole.
+struct SecretDir {
+    root: PathBuf,
+    version: u32,
+}
+
+impl SecretDir {
+    fn new(tag: &str) -> Self {
+        let root =
+            std::env::temp_dir().join(format!("meshgate-lifecycle-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        for name in ["tls.crt", "tls.key", "ca.crt"] {
+            std::os::unix::fs::symlink(format!("..data/{name}"), root.join(name)).unwrap();
+        }
+        Self { root, version: 0 }
+    }
+
+    /// Publishes a new version atomically, as the kubelet does.
+    fn publish(&mut self, leaf: &Issued, anchors_pem: &str) {
+        self.version += 1;
+        let dir = format!("..2026_11_21_v{}", self.version);
+        std::fs::create_dir_all(self.root.join(&dir)).unwrap();
+        std::fs::write(self.root.join(&dir).join("tls.crt"), &leaf.chain_pem).unwrap();
+        std::fs::write(self.root.join(&dir).join("tls.key"), &leaf.key_pem).unwrap();
+        std::fs::write(self.root.join(&dir).join("ca.crt"), anchors_pem).unwrap();
+        let tmp = self.root.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&dir, &tmp).unwrap();
+        std::fs::rename(&tmp, self.root.join("..data")).unwrap();
+    }
+
+    /// Overwrites one file of the current version in place (no swap).
+    fn overwrite(&self, name: &str, text: &str) {
+        let target = std::fs::read_link(self.root.join("..data")).unwrap();
+        std::fs::write(self.root.join(target).join(name), text).unwrap();
+    }
+}
+
+impl Drop for SecretDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+struct Gateway {
+    bound: Bound,
+    _backend: Backend,
+}
+
+async fn start(config: impl FnOnce(&mut Config)) -> Gateway {
+    let backend = Backend::start("podinfo").await.unwrap();
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        credentials_poll_interval: Duration::from_millis(10),
+        ..Config::default()
+    };
+    c.endpoints.insert(SERVICE.to_owned(), vec![backend.addr]);
+    config(&mut c);
+    Gateway {
+        bound: app::bind(&c, None).await.unwrap(),
+        _backend: backend,
+    }
+}
+
+async fn start_from_dir(dir: &Path) -> Gateway {
+    let dir = dir.to_owned();
+    start(move |c| c.identity_dir = Some(dir)).await
+}
+
+fn client(gw: &Gateway, creds: &Credentials, anchors: &TrustAnchors) -> MtlsClient {
+    MtlsClient::new(Some(creds), anchors, GATEWAY_ID, gw.bound.data_addr, H1).unwrap()
+}
+
+/// The leaf the gateway presents on a new handshake.
+async fn served_leaf(client: &MtlsClient) -> Vec<u8> {
+    let tls = client.connect().await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn request() -> Request<Full<Bytes>> {
+    Request::get("/")
+        .header("l5d-dst-override", SERVICE)
+        .body(Full::default())
+        .unwrap()
+}
+
+async fn answered(client: &MtlsClient) -> bool {
+    match client.http1().await {
+        Ok(mut send) => matches!(send.send_request(request()).await, Ok(r) if r.status() == 200),
+        Err(_) => false,
+    }
+}
+
+async fn refreshes(gw: &Gateway, result: &str) -> u64 {
+    let (_, text) = admin_get(gw.bound.admin_addr, "/metrics").await;
+    let prefix = format!("control_identity_cert_refreshes_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn bundle(cas: &[&TestCa]) -> String {
+    cas.iter().map(|ca| ca.anchors_pem()).collect()
+}
+
+fn anchors(cas: &[&TestCa]) -> TrustAnchors {
+    TrustAnchors::from_pem("bundle", bundle(cas).as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn leaf_rotates_under_live_traffic_without_a_failed_request() {
+    let ca = TestCa::new("rotate.mesh");
+    let mut dir = SecretDir::new("rotate");
+    dir.publish(&ca.leaf(GATEWAY_ID), &ca.anchors_pem());
+    let gw = start_from_dir(&dir.root).await;
+    let client = Arc::new(client(&gw, &ca.credentials(CLIENT), &ca.anchors()));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammer = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(Ordering::Relaxed) {
+                // A new connection every few requests: handshakes across the swap, too.
+                let Ok(mut send) = client.http1().await else {
+                    failed += 1;
+                    continue;
+                };
+                for _ in 0..4 {
+                    match send.send_request(request()).await {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        _ => failed += 1,
+                    }
+                }
+            }
+            (ok, failed)
+        })
+    };
+    while gw.bound.metrics.identity.refresh_count("ok") == 0 {
+        tokio::task::yield_now().await;
+    }
+    let next = ca.leaf(GATEWAY_ID);
+    dir.publish(&next, &ca.anchors_pem());
+    let new_serial = next.chain[0].to_vec();
+    assert!(
+        eventually(|| async { served_leaf(&client).await == new_serial }).await,
+        "new handshakes never saw the new leaf"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = hammer.await.unwrap();
+    assert_eq!(
+        failed, 0,
+        "{failed} requests failed during the rotation ({ok} ok)"
+    );
+    assert!(ok > 0);
+    assert_eq!(refreshes(&gw, "ok").await, 2, "the start and one reload");
+}
+
+#[tokio::test]
+async fn trust_anchor_rotation_adds_a_root_then_drops_the_old_one() {
+    let old = TestCa::new("old.mesh");
+    let new = TestCa::new("new.mesh");
+    let mut dir = SecretDir::new("anchors");
+    dir.publish(&old.leaf(GATEWAY_ID), &old.anchors_pem());
+    let gw = start_from_dir(&dir.root).await;
+    // Callers trust both roots for the gateway's certificate, as during a real rotation.
+    let both = anchors(&[&old, &new]);
+    let old_caller = client(&gw, &old.credentials(CLIENT), &both);
+    let new_caller = client(&gw, &new.credentials(CLIENT), &both);
+    assert!(answered(&old_caller).await);
+    assert_refused(&new_caller).await;
+
+    // Step 1: old root + new root.
+    dir.publish(&old.leaf(GATEWAY_ID), &bundle(&[&old, &new]));
+    assert!(
+        eventually(|| answered(&new_caller)).await,
+        "new root never trusted"
+    );
+    assert!(answered(&old_caller).await);
+
+    // Step 2: the gateway's leaf from the new issuer, and only the new root.
+    dir.publish(&new.leaf(GATEWAY_ID), &new.anchors_pem());
+    assert!(
+        eventually(|| async { !answered(&old_caller).await }).await,
+        "old root still trusted"
+    );
+    assert_refused(&old_caller).await;
+    assert!(answered(&new_caller).await);
+    let (_, text) = admin_get(gw.bound.admin_addr, "/metrics").await;
+    let gauges: Vec<_> = text
+        .lines()
+        .filter(|l| l.starts_with("control_identity_trust_anchor_expiration_timestamp_seconds{"))
+        .collect();
+    assert_eq!(gauges.len(), 1, "one gauge per anchor in use: {gauges:?}");
+    assert!(gauges[0].contains("CN=root.new.mesh"), "{gauges:?}");
+}
+
+#[tokio::test]
+async fn a_bad_key_or_a_corrupt_certificate_is_refused_and_the_old_leaf_keeps_serving() {
+    let ca = TestCa::new("bad.mesh");
+    let mut dir = SecretDir::new("bad");
+    let first = ca.leaf(GATEWAY_ID);
+    dir.publish(&first, &ca.anchors_pem());
+    let gw = start_from_dir(&dir.root).await;
+    let caller = client(&gw, &ca.credentials(CLIENT), &ca.anchors());
+    let serial = first.chain[0].to_vec();
+
+    dir.overwrite("tls.key", &ca.leaf(GATEWAY_ID).key_pem);
+    assert!(eventually(|| async { refreshes(&gw, "error").await == 1 }).await);
+    assert_eq!(served_leaf(&caller).await, serial);
+    assert!(answered(&caller).await);
+
+    dir.overwrite(
+        "tls.crt",
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    );
+    assert!(eventually(|| async { refreshes(&gw, "error").await == 2 }).await);
+    assert_eq!(served_leaf(&caller).await, serial);
+    assert!(answered(&caller).await);
+    assert_eq!(refreshes(&gw, "ok").await, 1, "nothing was swapped in");
+    assert_eq!(admin_get(gw.bound.admin_addr, "/ready").await.0, 200);
+}
+
+#[tokio::test]
+async fn explicit_cert_and_key_files_replaced_by_rename_are_reloaded() {
+    let ca = TestCa::new("files.mesh");
+    let dir = SecretDir::new("files");
+    let (cert, key, anchors_file) = (
+        dir.root.join("a.crt"),
+        dir.root.join("a.key"),
+        dir.root.join("roots.pem"),
+    );
+    let first = ca.leaf(GATEWAY_ID);
+    std::fs::write(&cert, &first.chain_pem).unwrap();
+    std::fs::write(&key, &first.key_pem).unwrap();
+    std::fs::write(&anchors_file, ca.anchors_pem()).unwrap();
+    let gw = {
+        let (cert, key, anchors_file) = (cert.clone(), key.clone(), anchors_file.clone());
+        start(move |c| {
+            c.cert = Some(cert);
+            c.key = Some(key);
+            c.trust_anchors = Some(anchors_file);
+        })
+        .await
+    };
+    let caller = client(&gw, &ca.credentials(CLIENT), &ca.anchors());
+    let next = ca.leaf(GATEWAY_ID);
+    for (path, text) in [(&key, &next.key_pem), (&cert, &next.chain_pem)] {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+    let serial = next.chain[0].to_vec();
+    assert!(eventually(|| async { served_leaf(&caller).await == serial }).await);
+}
+
+#[tokio::test]
+async fn ready_turns_503_when_the_leaf_expires() {
+    let ca = TestCa::new("expiry.mesh");
+    let now = SystemTime::now();
+    let short = ca.leaf_with(
+        GATEWAY_ID,
+        Validity {
+            not_before: now - Duration::from_secs(60),
+            not_after: now + Duration::from_secs(2),
+        },
+    );
+    let mut dir = SecretDir::new("expiry");
+    dir.publish(&short, &ca.anchors_pem());
+    let gw = start_from_dir(&dir.root).await;
+    assert_eq!(admin_get(gw.bound.admin_addr, "/ready").await.0, 200);
+    assert!(
+        eventually(|| async {
+            let (status, body) = admin_get(gw.bound.admin_addr, "/ready").await;
+            status == 503 && body.contains("certificate expired")
+        })
+        .await,
+        "/ready stayed 200 after the leaf expired"
+    );
+    // A valid leaf brings it back without a restart.
+    dir.publish(&ca.leaf(GATEWAY_ID), &ca.anchors_pem());
+    assert!(eventually(|| async { admin_get(gw.bound.admin_addr, "/ready").await.0 == 200 }).await);
+}
+
+#[tokio::test]
+async fn credentials_come_from_certify_and_are_renewed_after_an_error() {
+    let ca = Arc::new(TestCa::new("certify.mesh"));
+    // Leaves live 1.5 s: renewal is due after ~1 s (70 %), and retries 50 ms after an error.
+    let server = IdentityServer::start(ca.clone(), b"sa-token", Duration::from_millis(1500)).await;
+    let dir = SecretDir::new("certify");
+    let token = dir.root.join("token");
+    std::fs::write(&token, "sa-token").unwrap();
+    let roots = dir.root.join("roots.pem");
+    std::fs::write(&roots, ca.anchors_pem()).unwrap();
+    let gw = {
+        let (addr, name) = (server.addr.to_string(), server.name.clone());
+        start(move |c| {
+            c.identity_svc_addr = Some(addr);
+            c.identity_svc_name = name;
+            c.identity_token_file = token;
+            c.identity_name = Some(GATEWAY_ID.to_owned());
+            c.trust_anchors = Some(roots);
+            c.identity_min_refresh = Duration::from_millis(50);
+        })
+        .await
+    };
+    assert_eq!(server.calls(), 1);
+    let caller = client(&gw, &ca.credentials(CLIENT), &ca.anchors());
+    assert_eq!(served_leaf(&caller).await, server.issued()[0]);
+    assert!(answered(&caller).await);
+    server.fail_next(1);
+    assert!(
+        eventually(|| async { gw.bound.metrics.identity.refresh_count("error") == 1 }).await,
+        "the failed renewal was not counted"
+    );
+    assert!(
+        eventually(|| async { gw.bound.metrics.identity.refresh_count("ok") >= 2 }).await,
+        "no renewal after the error"
+    );
+    let issued = server.issued();
+    assert!(issued.len() >= 2);
+    assert!(
+        eventually(|| async {
+            issued.contains(&served_leaf(&caller).await) && served_leaf(&caller).await != issued[0]
+        })
+        .await,
+        "new handshakes never saw a renewed leaf"
+    );
+    assert!(answered(&caller).await);
+}
