@@ -152,3 +152,161 @@ fn run_with_unusable_credentials_exits_64_before_binding() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not chain"));
 }
+
+fn certs(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    meshgate()
+        .current_dir(dir)
+        .arg("certs")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn certs_root_issuer_leaf_chain_verify_and_serve() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir("certs");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let gateway_id =
+        "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local";
+    for args in [
+        &["root"][..],
+        &[
+            "issuer",
+            "--ca",
+            "ca.crt",
+            "--ca-key",
+            "ca.key",
+            "--not-after",
+            "8760h",
+        ],
+        &[
+            "leaf",
+            "--ca",
+            "issuer.crt",
+            "--ca-key",
+            "issuer.key",
+            "--identity",
+            gateway_id,
+            "--spiffe",
+            "spiffe://cluster.local/ns/linkerd-multicluster/sa/linkerd-gateway",
+            "--ttl",
+            "24h",
+        ],
+    ] {
+        let out = certs(&dir, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for key in ["ca.key", "issuer.key", "tls.key"] {
+        let mode = std::fs::metadata(dir.join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    // webpki, always: the leaf file (leaf + issuer) validates against the root with its key.
+    let anchors =
+        identity::TrustAnchors::from_pem("ca.crt", &std::fs::read(dir.join("ca.crt")).unwrap())
+            .unwrap();
+    let creds =
+        identity::Credentials::load(&dir.join("tls.crt"), &dir.join("tls.key"), &anchors).unwrap();
+    assert_eq!(creds.identity().as_str(), gateway_id);
+    // OpenSSL, when present.
+    if Command::new("openssl").arg("version").output().is_ok() {
+        let out = Command::new("openssl")
+            .current_dir(&dir)
+            .args([
+                "verify",
+                "-CAfile",
+                "ca.crt",
+                "-untrusted",
+                "issuer.crt",
+                "tls.crt",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl verify: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("openssl")
+            .current_dir(&dir)
+            .args(["verify", "-CAfile", "ca.crt", "issuer.crt"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl verify issuer: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The gateway accepts the files as they are.
+    std::fs::copy(dir.join("ca.crt"), dir.join("ca-bundle.crt")).unwrap();
+    let out = meshgate()
+        .args(["run", "--check", "--cert"])
+        .arg(dir.join("tls.crt"))
+        .arg("--key")
+        .arg(dir.join("tls.key"))
+        .arg("--trust-anchors")
+        .arg(dir.join("ca-bundle.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Existing files are not overwritten without --force.
+    let out = certs(&dir, &["root"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+}
+
+#[test]
+fn certs_bundle_deduplicates_and_inspect_explains_a_foreign_root() {
+    let dir = temp_dir("bundle");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for args in [
+        &["root", "--cert", "old.crt", "--key", "old.key"][..],
+        &[
+            "root",
+            "--cert",
+            "new.crt",
+            "--key",
+            "new.key",
+            "--name",
+            "root-2.linkerd.cluster.local",
+        ],
+        &["issuer", "--ca", "new.crt", "--ca-key", "new.key"],
+    ] {
+        assert!(certs(&dir, args).status.success(), "{args:?}");
+    }
+    let out = certs(&dir, &["bundle", "old.crt", "new.crt", "old.crt"]);
+    assert!(out.status.success());
+    let pem = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 2, "deduplicated");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already in the bundle"));
+    std::fs::write(dir.join("bundle.crt"), &pem).unwrap();
+
+    let out = certs(&dir, &["inspect", "issuer.crt", "--bundle", "bundle.crt"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("chains to bundle.crt: yes"), "{text}");
+    assert!(text.contains("intermediate CA (issuer)"), "{text}");
+    assert!(text.contains("days left"), "{text}");
+
+    let out = certs(&dir, &["inspect", "issuer.crt", "--bundle", "old.crt"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("issued by CN=root-2.linkerd.cluster.local, which is not in the bundle"),
+        "{text}"
+    );
+}

@@ -193,6 +193,20 @@ mod tests {
             }
 
             #[test]
+            fn spiffe_identity_display_parse_roundtrip(
+                domain in "[a-z0-9]([a-z0-9-]{0,15}[a-z0-9])?(\\.[a-z0-9]{1,10}){0,3}",
+                ns in "[a-z0-9-]{1,20}",
+                sa in "[a-z0-9-]{1,20}",
+            ) {
+                let s = format!("spiffe://{domain}/ns/{ns}/sa/{sa}");
+                let id: IdentityName = s.parse().unwrap();
+                prop_assert!(id.is_uri());
+                prop_assert_eq!(id.to_string(), s.clone());
+                let again: IdentityName = id.to_string().parse().unwrap();
+                prop_assert_eq!(id, again);
+            }
+
+            #[test]
             fn arbitrary_strings_never_panic(s in "\\PC{0,80}") {
                 let _ = s.parse::<IdentityName>();
             }
