@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gateway::metrics::{Label, Metrics, RouteCache};
+use gateway::metrics::{Allowed, Label, Metrics, RouteCache};
 
 fn record(c: &mut Criterion) {
     let metrics = Metrics::new();
@@ -13,11 +13,21 @@ fn record(c: &mut Criterion) {
         "web.east.serviceaccount.identity.linkerd.cluster.local",
     ));
     let cache = RouteCache::default();
+    let allowed = Allowed::default();
     c.bench_function("metrics/record_request_cached", |b| {
-        b.iter(|| metrics.record_response(&cache, &authority, &client, 200, 1.5))
+        b.iter(|| metrics.record_response(&cache, &authority, &client, &allowed, 200, 1.5))
     });
     c.bench_function("metrics/record_request_lookup", |b| {
-        b.iter(|| metrics.record_response(&RouteCache::default(), &authority, &client, 200, 1.5))
+        b.iter(|| {
+            metrics.record_response(
+                &RouteCache::default(),
+                &authority,
+                &client,
+                &allowed,
+                200,
+                1.5,
+            )
+        })
     });
 }
 

@@ -19,6 +19,7 @@ use crate::credentials::{self, Live};
 use crate::forward::upstream::Upstream;
 use crate::listener;
 use crate::metrics::Metrics;
+use crate::policy::{self, Policy};
 use crate::resolve::Resolver;
 use crate::target::{Suffixes, Target};
 
@@ -38,6 +39,8 @@ pub struct Shared {
     pub upstream: Upstream,
     /// Turns true when the gateway drains.
     pub drain: watch::Receiver<bool>,
+    /// The authorization policy in use.
+    pub policy: Arc<policy::Current>,
 }
 
 /// The credentials and anchors to start with, validated, and how they are kept fresh.
@@ -118,6 +121,17 @@ pub fn load_identity(config: &Config) -> Result<LoadedIdentity, Problems> {
             interval: config.credentials_poll_interval,
         },
     })
+}
+
+/// The authorization policy a config names (`all-authenticated` without a file).
+///
+/// # Errors
+/// Every problem in the file.
+pub fn load_policy(config: &Config) -> Result<Policy, Problems> {
+    match &config.policy {
+        None => Ok(Policy::default()),
+        Some(path) => Policy::load(path).map_err(Problems),
+    }
 }
 
 /// The identity-service client a config asks for (`identity_svc_addr`), if any.
@@ -238,6 +252,8 @@ pub async fn start(
         credentials,
         reload,
     } = identity;
+    let policy = load_policy(config).map_err(|p| anyhow::anyhow!("invalid policy:\n{p}"))?;
+    let policy = Arc::new(policy::Current::new(policy));
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
     let material = Material {
@@ -289,6 +305,7 @@ pub async fn start(
         metrics: metrics.clone(),
         upstream,
         drain: drain_rx.clone(),
+        policy: policy.clone(),
     });
     let permits = Arc::new(Semaphore::new(config.max_connections));
     tokio::spawn(listener::run(data, shared, permits.clone(), drain_rx));
@@ -302,6 +319,14 @@ pub async fn start(
         log_level,
     });
     let retain_idle = config.metrics_retain_idle;
+    let watch_policy = config.policy.clone().map(|path| {
+        policy::watch(
+            path,
+            policy,
+            metrics.clone(),
+            config.credentials_poll_interval,
+        )
+    });
     let admin = std::thread::Builder::new()
         .name("admin".to_owned())
         .spawn(move || {
@@ -316,6 +341,9 @@ pub async fn start(
                 tokio::spawn(evict_idle_metrics(state.metrics.clone(), retain_idle));
                 // Credential reloads and renewals run here, away from the data plane.
                 tokio::spawn(keep_fresh);
+                if let Some(watch_policy) = watch_policy {
+                    tokio::spawn(watch_policy);
+                }
                 match TcpListener::from_std(admin_listener) {
                     Ok(listener) => admin::serve(listener, state, admin_stop_rx).await,
                     Err(e) => tracing::error!(error = %e, "admin listener failed"),

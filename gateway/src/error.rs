@@ -53,6 +53,9 @@ pub enum Error {
     /// The request already passed through this gateway, or comes from the gateway itself.
     #[error("gateway loop detected")]
     Loop,
+    /// The authorization policy does not allow this caller to reach this target.
+    #[error("unauthorized request on route")]
+    Unauthorized,
     /// Connecting upstream failed.
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -69,6 +72,7 @@ impl Error {
             Error::Target(e) if e.is_bad_domain() => StatusCode::NOT_FOUND,
             Error::Target(_) => StatusCode::BAD_REQUEST,
             Error::Loop => StatusCode::LOOP_DETECTED,
+            Error::Unauthorized => StatusCode::FORBIDDEN,
             Error::Connect(ConnectError::Resolve(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Connect(ConnectError::Refused { .. }) | Error::Upstream(_) => {
                 StatusCode::BAD_GATEWAY
@@ -92,6 +96,7 @@ impl Error {
             StatusCode::NOT_FOUND => 5,       // NotFound
             StatusCode::BAD_REQUEST => 3,     // InvalidArgument
             StatusCode::LOOP_DETECTED => 10,  // Aborted
+            StatusCode::FORBIDDEN => 7,       // PermissionDenied
             StatusCode::GATEWAY_TIMEOUT => 4, // DeadlineExceeded
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => 14, // Unavailable
             _ => 13,                          // Internal
@@ -111,9 +116,11 @@ impl Error {
     /// Who is to blame.
     pub fn blame(&self) -> Blame {
         match self {
-            Error::NoTarget | Error::TargetNotText | Error::Target(_) | Error::Loop => {
-                Blame::Downstream
-            }
+            Error::NoTarget
+            | Error::TargetNotText
+            | Error::Target(_)
+            | Error::Loop
+            | Error::Unauthorized => Blame::Downstream,
             Error::Connect(_) | Error::Upstream(_) => Blame::Upstream,
         }
     }
@@ -125,6 +132,7 @@ impl Error {
             Error::Target(e) if e.is_bad_domain() => "bad_gateway_domain",
             Error::Target(_) => "bad_target",
             Error::Loop => "gateway_loop",
+            Error::Unauthorized => "unauthorized",
             Error::Connect(ConnectError::Resolve(_)) => "unresolved",
             Error::Connect(ConnectError::Refused { .. }) => "connect_refused",
             Error::Connect(ConnectError::Timeout(_)) => "connect_timeout",

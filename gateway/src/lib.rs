@@ -30,6 +30,7 @@ pub mod forwarded;
 pub mod io;
 pub mod listener;
 pub mod metrics;
+pub mod policy;
 pub mod resolve;
 pub mod target;
 pub mod tls;

@@ -166,14 +166,24 @@ fn run(args: &RunArgs) -> ExitCode {
         Ok(config) => config,
         Err(problems) => return bad_config(&problems),
     };
-    // Unusable credentials are a configuration problem too: same report, same exit status.
+    // Unusable credentials or policy are configuration problems too: one report, status 64.
+    let mut problems = Vec::new();
     let identity = match app::certifier(&config) {
-        Ok(Some(certifier)) => Err(certifier),
-        Ok(None) => match app::load_identity(&config) {
-            Ok(identity) => Ok(identity),
-            Err(problems) => return bad_config(&problems),
-        },
-        Err(problems) => return bad_config(&problems),
+        Ok(Some(certifier)) => Some(Err(certifier)),
+        Ok(None) => app::load_identity(&config)
+            .map_err(|p| problems.extend(p.0))
+            .ok()
+            .map(Ok),
+        Err(p) => {
+            problems.extend(p.0);
+            None
+        }
+    };
+    if let Err(p) = app::load_policy(&config) {
+        problems.extend(p.0);
+    }
+    let (Some(identity), true) = (identity, problems.is_empty()) else {
+        return bad_config(&config::Problems(problems));
     };
     if args.check {
         print!("{}", config.to_yaml());

@@ -157,11 +157,11 @@ pub struct AuthzLabels {
     /// `default`.
     pub srv_kind: &'static str,
     /// `all-authenticated`.
-    pub srv_name: &'static str,
+    pub srv_name: Label,
     /// `default`.
     pub authz_kind: &'static str,
     /// `all-authenticated`.
-    pub authz_name: &'static str,
+    pub authz_name: Label,
     /// Always `true`.
     pub tls: &'static str,
     /// The caller's identity.
@@ -171,15 +171,58 @@ pub struct AuthzLabels {
 impl AuthzLabels {
     /// The default policy's allow of `client_id`.
     pub fn default_allow(client_id: Label) -> Self {
+        Self::allowed(&Allowed::default(), client_id)
+    }
+
+    /// `client_id` allowed by `by`.
+    pub fn allowed(by: &Allowed, client_id: Label) -> Self {
         Self {
             srv_kind: "default",
-            srv_name: "all-authenticated",
-            authz_kind: "default",
-            authz_name: "all-authenticated",
+            srv_name: by.srv_name.clone(),
+            authz_kind: by.kind,
+            authz_name: by.name.clone(),
             tls: "true",
             client_id,
         }
     }
+}
+
+/// What allowed a request or connection: a policy rule or the policy's default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allowed {
+    /// The policy's default (`all-authenticated` or `deny`): the `srv_name` label.
+    pub srv_name: Label,
+    /// `rule` or `default`.
+    pub kind: &'static str,
+    /// The rule's name, or the default's.
+    pub name: Label,
+}
+
+impl Default for Allowed {
+    fn default() -> Self {
+        Self {
+            srv_name: Label::from("all-authenticated"),
+            kind: "default",
+            name: Label::from("all-authenticated"),
+        }
+    }
+}
+
+/// Labels of `inbound_{http,tcp}_authz_deny_total`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DenyLabels {
+    /// `default`.
+    pub srv_kind: &'static str,
+    /// The policy's default.
+    pub srv_name: Label,
+    /// `true`.
+    pub tls: &'static str,
+    /// The caller.
+    pub client_id: Label,
+    /// The target refused.
+    pub authority: Label,
+    /// `enforce` (refused) or `audit` (allowed, would have been refused).
+    pub mode: &'static str,
 }
 
 /// One session's metric handles for its current route (status 200), so recording a request
@@ -189,6 +232,7 @@ pub struct RouteCache(std::sync::Mutex<Option<CachedRoute>>);
 
 struct CachedRoute {
     authority: Label,
+    allowed_by: Label,
     epoch: u64,
     requests: Counter,
     responses: Counter,
@@ -335,6 +379,12 @@ pub struct Metrics {
     pub http_authz_allow: Tracked<AuthzLabels, Counter>,
     /// `inbound_tcp_authz_allow_total`.
     pub tcp_authz_allow: Tracked<AuthzLabels, Counter>,
+    /// `inbound_http_authz_deny_total`.
+    pub http_authz_deny: Tracked<DenyLabels, Counter>,
+    /// `inbound_tcp_authz_deny_total`.
+    pub tcp_authz_deny: Tracked<DenyLabels, Counter>,
+    /// `gateway_policy_reloads_total{result}`.
+    pub policy_reloads: Family<ResultLabels, Counter>,
     /// `inbound_tcp_errors_total{error}`.
     pub tcp_errors: Family<ErrorLabels, Counter>,
     /// `gateway_handshakes_refused_total{reason}`.
@@ -426,6 +476,9 @@ impl Metrics {
         let transport_headers = Family::default();
         let http_authz_allow = Family::default();
         let tcp_authz_allow = Family::default();
+        let http_authz_deny = Family::default();
+        let tcp_authz_deny = Family::default();
+        let policy_reloads = Family::default();
         let tcp_errors = Family::default();
         let refused = Family::default();
         let r = &mut registry;
@@ -471,6 +524,21 @@ impl Metrics {
             "inbound_tcp_authz_allow",
             "Opaque connections authorized",
             tcp_authz_allow.clone(),
+        );
+        r.register(
+            "inbound_http_authz_deny",
+            "HTTP requests the policy denies (mode=audit: allowed, would be denied)",
+            http_authz_deny.clone(),
+        );
+        r.register(
+            "inbound_tcp_authz_deny",
+            "Opaque connections the policy denies (mode=audit: allowed, would be denied)",
+            tcp_authz_deny.clone(),
+        );
+        r.register(
+            "gateway_policy_reloads",
+            "Authorization policy file reloads, by result",
+            policy_reloads.clone(),
         );
         r.register(
             "inbound_tcp_errors",
@@ -522,6 +590,9 @@ impl Metrics {
             transport_headers: Tracked::new(transport_headers, &clock),
             http_authz_allow: Tracked::new(http_authz_allow, &clock),
             tcp_authz_allow: Tracked::new(tcp_authz_allow, &clock),
+            http_authz_deny: Tracked::new(http_authz_deny, &clock),
+            tcp_authz_deny: Tracked::new(tcp_authz_deny, &clock),
+            policy_reloads,
             tcp_errors,
             refused,
         };
@@ -556,6 +627,8 @@ impl Metrics {
             + self.transport_headers.evict(cutoff, |_| false)
             + self.http_authz_allow.evict(cutoff, |_| false)
             + self.tcp_authz_allow.evict(cutoff, |_| false)
+            + self.http_authz_deny.evict(cutoff, |_| false)
+            + self.tcp_authz_deny.evict(cutoff, |_| false)
             + self.tcp_close.evict(cutoff, |l| open(&l.tcp))
             + self.tcp_open.evict(cutoff, open)
             + self.tcp_read_bytes.evict(cutoff, open)
@@ -573,16 +646,16 @@ impl Metrics {
         cache: &RouteCache,
         authority: &Label,
         client_id: &Label,
+        allowed: &Allowed,
         status: u16,
         latency_ms: f64,
     ) {
         let epoch = self.clock.now();
         if status == 200 {
             let cached = cache.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(hit) = cached
-                .as_ref()
-                .filter(|c| c.epoch == epoch && c.authority == *authority)
-            {
+            if let Some(hit) = cached.as_ref().filter(|c| {
+                c.epoch == epoch && c.authority == *authority && c.allowed_by == allowed.name
+            }) {
                 hit.requests.inc();
                 hit.latency.observe(latency_ms);
                 hit.responses.inc();
@@ -614,11 +687,12 @@ impl Metrics {
         }
         let authz = self
             .http_authz_allow
-            .get_owned(&AuthzLabels::default_allow(client_id.clone()));
+            .get_owned(&AuthzLabels::allowed(allowed, client_id.clone()));
         authz.inc();
         if status == 200 {
             *cache.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(CachedRoute {
                 authority: authority.clone(),
+                allowed_by: allowed.name.clone(),
                 epoch,
                 requests,
                 responses,
@@ -626,6 +700,24 @@ impl Metrics {
                 authz,
             });
         }
+    }
+
+    /// Counts a policy file reload.
+    pub fn policy_reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.policy_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Counts a denial (or, in audit mode, a request or connection that would be denied).
+    pub fn authz_denied(&self, http: bool, labels: &DenyLabels) {
+        let family = if http {
+            &self.http_authz_deny
+        } else {
+            &self.tcp_authz_deny
+        };
+        family.get(labels).inc();
     }
 
     /// Counts a downstream connection that failed with Linkerd's `error` label.
@@ -820,11 +912,11 @@ mod tests {
         let cache = RouteCache::default();
         let (authority, client) = (Label::from("a.svc.cluster.local:80"), Label::from("c"));
         for _ in 0..3 {
-            metrics.record_response(&cache, &authority, &client, 200, 1.0);
+            metrics.record_response(&cache, &authority, &client, &Allowed::default(), 200, 1.0);
         }
-        metrics.record_response(&cache, &authority, &client, 503, 1.0);
+        metrics.record_response(&cache, &authority, &client, &Allowed::default(), 503, 1.0);
         let other = Label::from("b.svc.cluster.local:80");
-        metrics.record_response(&cache, &other, &client, 200, 1.0);
+        metrics.record_response(&cache, &other, &client, &Allowed::default(), 200, 1.0);
         let text = metrics.encode();
         let route = "direction=\"outbound\",authority=\"a.svc.cluster.local:80\",tls=\"true\",client_id=\"c\"";
         assert!(

@@ -310,3 +310,29 @@ fn certs_bundle_deduplicates_and_inspect_explains_a_foreign_root() {
         "{text}"
     );
 }
+
+#[test]
+fn check_on_a_bad_policy_file_exits_64_naming_each_problem() {
+    let ca = TestCa::new("policy.mesh");
+    let dir = identity_dir("policy", &ca.leaf("gw.policy.mesh"), &ca.anchors_pem());
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "default: maybe\nrules:\n  - name: a\n    clients: []\n    targets: [{}]\n",
+    )
+    .unwrap();
+    let out = meshgate()
+        .args(["run", "--check", "--identity-dir"])
+        .arg(&dir)
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("default \"maybe\""), "{stderr}");
+    assert!(
+        stderr.contains("needs at least one client pattern"),
+        "{stderr}"
+    );
+}

@@ -25,7 +25,8 @@ use tokio::sync::{Notify, watch};
 use crate::app::Shared;
 use crate::error::{Blame, ConnectError, Error};
 use crate::forwarded;
-use crate::metrics::{Label, RouteCache};
+use crate::metrics::{Allowed, DenyLabels, Label, RouteCache};
+use crate::policy::Verdict;
 use crate::target::Target;
 
 /// The body of every response sent downstream.
@@ -70,6 +71,8 @@ struct Route {
     forwarded: HeaderValue,
     /// The `authority` metric label.
     label: Label,
+    /// The target, for policy decisions.
+    target: Target,
 }
 
 impl Route {
@@ -90,6 +93,7 @@ impl Route {
             ))
             .map_err(|_| invalid("Forwarded"))?,
             label: Label(target.authority().clone()),
+            target,
         })
     }
 }
@@ -168,9 +172,13 @@ impl Session {
         let start = Instant::now();
         let grpc = is_grpc(req.headers());
         let http1 = req.version() != Version::HTTP_2;
-        let (authority, result) = match self.route(&req) {
-            Ok(route) => (route.label.clone(), self.forward(&route, req).await),
-            Err(e) => (Label::default(), Err(e)),
+        let (authority, allowed, result) = match self.route(&req) {
+            Ok((route, allowed)) => (
+                route.label.clone(),
+                allowed,
+                self.forward(&route, req).await,
+            ),
+            Err(e) => (Label::default(), Allowed::default(), Err(e)),
         };
         let response = match result {
             Ok(response) => response,
@@ -182,13 +190,14 @@ impl Session {
                 error_response(&error, grpc, http1)
             }
         };
-        self.record(&authority, response.status(), start);
+        self.record(&authority, &allowed, response.status(), start);
         response
     }
 
     /// Picks and checks the target: the transport header's, else `l5d-dst-override`, else the
-    /// URI authority, else `Host`. Loops (by identity or `Forwarded`) are refused either way.
-    fn route(&self, req: &Request<Incoming>) -> Result<Arc<Route>, Error> {
+    /// URI authority, else `Host`. Loops (by identity or `Forwarded`) are refused either way,
+    /// then the authorization policy decides.
+    fn route(&self, req: &Request<Incoming>) -> Result<(Arc<Route>, Allowed), Error> {
         if self.peer == self.shared.identity {
             return Err(Error::Loop);
         }
@@ -214,7 +223,42 @@ impl Session {
         if forwarded::has_loop(headers, self.shared.identity.as_str()) {
             return Err(Error::Loop);
         }
-        Ok(route)
+        let allowed = self.authorize(&route)?;
+        Ok((route, allowed))
+    }
+
+    /// The policy's decision for this caller and `route`; denials are counted (and, in audit
+    /// mode, logged and let through).
+    fn authorize(&self, route: &Route) -> Result<Allowed, Error> {
+        let policy = self.shared.policy.get();
+        let denied = |mode| DenyLabels {
+            srv_kind: "default",
+            srv_name: policy.default_name().clone(),
+            tls: "true",
+            client_id: self.peer_label.clone(),
+            authority: route.label.clone(),
+            mode,
+        };
+        match policy.decide(&self.peer, &route.target) {
+            Verdict::Allow { kind, name } => Ok(Allowed {
+                srv_name: policy.default_name().clone(),
+                kind,
+                name,
+            }),
+            Verdict::AuditDeny => {
+                self.shared.metrics.authz_denied(true, &denied("audit"));
+                tracing::info!(peer = %self.peer, target = %route.target, "policy audit: request would be denied");
+                Ok(Allowed {
+                    srv_name: policy.default_name().clone(),
+                    kind: "audit",
+                    name: policy.default_name().clone(),
+                })
+            }
+            Verdict::Deny => {
+                self.shared.metrics.authz_denied(true, &denied("enforce"));
+                Err(Error::Unauthorized)
+            }
+        }
     }
 
     /// The route `raw` names: the session's last one when the text is the same (the common case:
@@ -295,12 +339,13 @@ impl Session {
         Ok(response.map(BodyExt::boxed))
     }
 
-    fn record(&self, authority: &Label, status: StatusCode, start: Instant) {
+    fn record(&self, authority: &Label, allowed: &Allowed, status: StatusCode, start: Instant) {
         let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
         self.shared.metrics.record_response(
             &self.route_cache,
             authority,
             &self.peer_label,
+            allowed,
             status.as_u16(),
             latency_ms,
         );

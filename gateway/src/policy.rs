@@ -1,0 +1,513 @@
+//! Authorization policy (`--policy FILE`): rules of caller identity patterns × target patterns
+//! that allow, a default (`all-authenticated` or `deny`) for what no rule matches, and an `audit`
+//! mode that allows what would be denied but counts and logs it. The file is YAML:
+//!
+//! ```yaml
+//! default: deny              # or all-authenticated (the default without a file)
+//! mode: enforce              # or audit
+//! rules:
+//!   - name: east-web
+//!     clients:               # any of:
+//!       - web.east.serviceaccount.identity.linkerd.cluster.local   # one identity
+//!       - "*.east.serviceaccount.identity.linkerd.cluster.local"   # identities under a suffix
+//!       - spiffe://east.example.org                                 # a SPIFFE trust domain
+//!       - "*"                                                       # any authenticated caller
+//!     targets:               # any of; each field optional
+//!       - service: web       # first label of the target name
+//!         namespace: prod    # second label (name.namespace.svc.<domain>)
+//!         port: 8080
+//! ```
+//!
+//! The file is watched like the credential files: a changed file that parses replaces the
+//! policy for new requests and connections; one that does not is refused with an error log and
+//! a metric, and the policy in use stays.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use identity::IdentityName;
+use serde::Deserialize;
+
+use crate::metrics::{Label, Metrics};
+use crate::target::Target;
+
+/// What the policy decides for one caller and target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed by a rule (`authz_kind="rule"`) or the default (`authz_kind="default"`).
+    Allow {
+        /// `rule` or `default`.
+        kind: &'static str,
+        /// The rule's name, or the default's (`all-authenticated`).
+        name: Label,
+    },
+    /// Denied.
+    Deny,
+    /// Denied by the policy, allowed because it is in audit mode.
+    AuditDeny,
+}
+
+/// A loaded, validated policy.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    deny_by_default: bool,
+    audit: bool,
+    rules: Vec<Rule>,
+    default_name: Label,
+}
+
+impl Default for Policy {
+    /// `all-authenticated`: every caller that passed mTLS is allowed.
+    fn default() -> Self {
+        Self {
+            deny_by_default: false,
+            audit: false,
+            rules: Vec::new(),
+            default_name: Label::from("all-authenticated"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    name: Label,
+    clients: Vec<ClientPattern>,
+    targets: Vec<TargetPattern>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ClientPattern {
+    Any,
+    Exact(IdentityName),
+    /// `.suffix` (with the leading dot): DNS identities strictly under it.
+    Suffix(String),
+    /// `spiffe://domain/`: URI identities in that trust domain.
+    TrustDomain(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetPattern {
+    service: Option<String>,
+    namespace: Option<String>,
+    port: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    default: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    rules: Vec<RuleFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    name: String,
+    #[serde(default)]
+    clients: Vec<String>,
+    #[serde(default)]
+    targets: Vec<TargetPattern>,
+}
+
+impl ClientPattern {
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "*" {
+            return Ok(Self::Any);
+        }
+        if let Some(suffix) = text.strip_prefix("*.") {
+            let name: IdentityName = suffix
+                .parse()
+                .map_err(|e| format!("client pattern {text:?}: {e}"))?;
+            if name.is_uri() {
+                return Err(format!(
+                    "client pattern {text:?}: a suffix must be a DNS name"
+                ));
+            }
+            return Ok(Self::Suffix(format!(".{name}")));
+        }
+        if let Some(rest) = text.strip_prefix("spiffe://")
+            && !rest.is_empty()
+            && !rest.contains('/')
+        {
+            return Ok(Self::TrustDomain(format!(
+                "spiffe://{}/",
+                rest.to_ascii_lowercase()
+            )));
+        }
+        text.parse()
+            .map(Self::Exact)
+            .map_err(|e| format!("client pattern {text:?}: {e}"))
+    }
+
+    fn matches(&self, client: &IdentityName) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(name) => name == client,
+            Self::Suffix(suffix) => !client.is_uri() && client.as_str().ends_with(suffix.as_str()),
+            Self::TrustDomain(prefix) => {
+                client.is_uri()
+                    && client.as_str().len() > prefix.len()
+                    && client.as_str()[..prefix.len()].eq_ignore_ascii_case(prefix)
+            }
+        }
+    }
+}
+
+impl TargetPattern {
+    fn matches(&self, target: &Target) -> bool {
+        let mut labels = target.name().split('.');
+        let (service, namespace) = (labels.next(), labels.next());
+        self.port.is_none_or(|p| p == target.port())
+            && self.service.as_deref().is_none_or(|s| Some(s) == service)
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|n| Some(n) == namespace)
+    }
+}
+
+impl Policy {
+    /// Parses a policy file's text, reporting every problem.
+    ///
+    /// # Errors
+    /// YAML errors, unknown keys, bad values, bad patterns, unnamed or duplicate rules.
+    pub fn from_yaml(what: &str, text: &str) -> Result<Self, Vec<String>> {
+        let file: PolicyFile =
+            serde_norway::from_str(text).map_err(|e| vec![format!("{what}: {e}")])?;
+        let mut problems = Vec::new();
+        let deny_by_default = match file.default.as_deref() {
+            None | Some("all-authenticated") => false,
+            Some("deny") => true,
+            Some(other) => {
+                problems.push(format!(
+                    "{what}: default {other:?} must be all-authenticated or deny"
+                ));
+                false
+            }
+        };
+        let audit = match file.mode.as_deref() {
+            None | Some("enforce") => false,
+            Some("audit") => true,
+            Some(other) => {
+                problems.push(format!("{what}: mode {other:?} must be enforce or audit"));
+                false
+            }
+        };
+        let mut rules: Vec<Rule> = Vec::new();
+        for (i, rule) in file.rules.into_iter().enumerate() {
+            let at = format!("{what}: rule {} ({:?})", i + 1, rule.name);
+            if rule.name.trim().is_empty() {
+                problems.push(format!("{at}: needs a name"));
+            } else if rules.iter().any(|r| *r.name.0 == *rule.name) {
+                problems.push(format!("{at}: the name is used twice"));
+            }
+            if rule.clients.is_empty() {
+                problems.push(format!(
+                    "{at}: needs at least one client pattern (\"*\" for any)"
+                ));
+            }
+            if rule.targets.is_empty() {
+                problems.push(format!(
+                    "{at}: needs at least one target pattern ({{}} for any)"
+                ));
+            }
+            let mut clients = Vec::new();
+            for pattern in &rule.clients {
+                match ClientPattern::parse(pattern) {
+                    Ok(p) => clients.push(p),
+                    Err(e) => problems.push(format!("{at}: {e}")),
+                }
+            }
+            for target in &rule.targets {
+                if target.port == Some(0) {
+                    problems.push(format!("{at}: port 0 never matches"));
+                }
+            }
+            rules.push(Rule {
+                name: Label::from(rule.name.as_str()),
+                clients,
+                targets: rule.targets,
+            });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Self {
+            deny_by_default,
+            audit,
+            rules,
+            default_name: Label::from(if deny_by_default {
+                "deny"
+            } else {
+                "all-authenticated"
+            }),
+        })
+    }
+
+    /// Reads and parses a policy file.
+    ///
+    /// # Errors
+    /// As [`Policy::from_yaml`], or an unreadable file.
+    pub fn load(path: &Path) -> Result<Self, Vec<String>> {
+        let what = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{what}: {e}")])?;
+        Self::from_yaml(&what, &text)
+    }
+
+    /// The first rule allowing `client` to reach `target`, else the default.
+    pub fn decide(&self, client: &IdentityName, target: &Target) -> Verdict {
+        for rule in &self.rules {
+            if rule.clients.iter().any(|c| c.matches(client))
+                && rule.targets.iter().any(|t| t.matches(target))
+            {
+                return Verdict::Allow {
+                    kind: "rule",
+                    name: rule.name.clone(),
+                };
+            }
+        }
+        match (self.deny_by_default, self.audit) {
+            (false, _) => Verdict::Allow {
+                kind: "default",
+                name: self.default_name.clone(),
+            },
+            (true, true) => Verdict::AuditDeny,
+            (true, false) => Verdict::Deny,
+        }
+    }
+
+    /// `srv_name` of the authz metrics: the default policy's name.
+    pub fn default_name(&self) -> &Label {
+        &self.default_name
+    }
+}
+
+/// The policy in use, replaceable while the gateway runs.
+#[derive(Debug, Default)]
+pub struct Current(RwLock<Arc<Policy>>);
+
+impl Current {
+    /// Starts with `policy`.
+    pub fn new(policy: Policy) -> Self {
+        Self(RwLock::new(Arc::new(policy)))
+    }
+
+    /// The policy for a new decision.
+    pub fn get(&self) -> Arc<Policy> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, policy: Policy) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
+    }
+}
+
+/// Polls the policy file every `interval`; a changed file that parses replaces the policy.
+pub async fn watch(
+    path: PathBuf,
+    current: Arc<Current>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+) {
+    let mut settled = std::fs::read(&path).ok();
+    let mut pending: Option<Option<Vec<u8>>> = None;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = std::fs::read(&path).ok();
+        if now == settled {
+            pending = None;
+            continue;
+        }
+        // Validate only once the bytes are the same on two polls (a finished write).
+        if pending.as_ref() != Some(&now) {
+            pending = Some(now);
+            continue;
+        }
+        pending = None;
+        settled = now.clone();
+        let parsed = match &now {
+            None => Err(vec![format!("{}: cannot be read", path.display())]),
+            Some(bytes) => std::str::from_utf8(bytes)
+                .map_err(|_| vec![format!("{}: not UTF-8 text", path.display())])
+                .and_then(|text| Policy::from_yaml(&path.display().to_string(), text)),
+        };
+        match parsed {
+            Ok(policy) => {
+                tracing::info!(path = %path.display(), rules = policy.rules.len(), "policy reloaded");
+                current.set(policy);
+                metrics.policy_reloaded(true);
+            }
+            Err(problems) => {
+                tracing::error!(problems = %problems.join("; "), "policy reload refused; the policy in use stays");
+                metrics.policy_reloaded(false);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::Suffixes;
+
+    fn target(s: &str) -> Target {
+        Target::parse(s, &Suffixes::new(["svc.cluster.local"]).unwrap()).unwrap()
+    }
+
+    fn id(s: &str) -> IdentityName {
+        s.parse().unwrap()
+    }
+
+    const POLICY: &str = r#"
+default: deny
+rules:
+  - name: east-web
+    clients: ["web.east.serviceaccount.identity.linkerd.cluster.local"]
+    targets: [{service: web, namespace: prod, port: 8080}]
+  - name: east-any-public
+    clients: ["*.east.serviceaccount.identity.linkerd.cluster.local"]
+    targets: [{namespace: public}]
+  - name: spiffe-west
+    clients: ["spiffe://west.example.org"]
+    targets: [{}]
+"#;
+
+    #[test]
+    fn rules_match_identity_patterns_and_target_fields() {
+        let p = Policy::from_yaml("p", POLICY).unwrap();
+        let web = id("web.east.serviceaccount.identity.linkerd.cluster.local");
+        let api = id("api.east.serviceaccount.identity.linkerd.cluster.local");
+        let allow = |name: &str| Verdict::Allow {
+            kind: "rule",
+            name: Label::from(name),
+        };
+        assert_eq!(
+            p.decide(&web, &target("web.prod.svc.cluster.local:8080")),
+            allow("east-web")
+        );
+        assert_eq!(
+            p.decide(&web, &target("web.prod.svc.cluster.local:9090")),
+            Verdict::Deny
+        );
+        assert_eq!(
+            p.decide(&api, &target("web.prod.svc.cluster.local:8080")),
+            Verdict::Deny
+        );
+        assert_eq!(
+            p.decide(&api, &target("docs.public.svc.cluster.local:80")),
+            allow("east-any-public")
+        );
+        // A suffix is a label boundary, and not the name itself.
+        let outsider = id("web.northeast.serviceaccount.identity.linkerd.cluster.local");
+        assert_eq!(
+            p.decide(&outsider, &target("docs.public.svc.cluster.local:80")),
+            Verdict::Deny
+        );
+        let spiffe = id("spiffe://west.example.org/ns/a/sa/b");
+        assert_eq!(
+            p.decide(&spiffe, &target("x.y.svc.cluster.local:1")),
+            allow("spiffe-west")
+        );
+        let other_domain = id("spiffe://west.example.org.evil/ns/a/sa/b");
+        assert_eq!(
+            p.decide(&other_domain, &target("x.y.svc.cluster.local:1")),
+            Verdict::Deny
+        );
+    }
+
+    #[test]
+    fn default_is_all_authenticated_and_audit_allows_what_deny_would_refuse() {
+        let caller = id("a.b.serviceaccount.identity.linkerd.cluster.local");
+        let t = target("web.prod.svc.cluster.local:80");
+        assert_eq!(
+            Policy::default().decide(&caller, &t),
+            Verdict::Allow {
+                kind: "default",
+                name: Label::from("all-authenticated")
+            }
+        );
+        let audit = Policy::from_yaml("p", "default: deny\nmode: audit\n").unwrap();
+        assert_eq!(audit.decide(&caller, &t), Verdict::AuditDeny);
+    }
+
+    #[test]
+    fn every_problem_in_a_bad_file_is_reported() {
+        let text = r#"
+default: maybe
+mode: loud
+rules:
+  - name: a
+    clients: ["*.", "spiffe://"]
+    targets: []
+  - name: a
+    clients: []
+    targets: [{port: 0}]
+"#;
+        let problems = Policy::from_yaml("p.yaml", text).unwrap_err();
+        for needle in [
+            "default \"maybe\"",
+            "mode \"loud\"",
+            "client pattern \"*.\"",
+            "client pattern \"spiffe://\"",
+            "needs at least one target",
+            "used twice",
+            "needs at least one client",
+            "port 0",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle}: {problems:?}"
+            );
+        }
+        let unknown =
+            Policy::from_yaml("p.yaml", "rules:\n  - name: a\n    clientz: []\n").unwrap_err();
+        assert!(unknown[0].contains("clientz"), "{unknown:?}");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+                let _ = Policy::from_yaml("p", &text);
+            }
+
+            #[test]
+            fn a_catch_all_rule_allows_every_caller_and_target(
+                sa in "[a-z0-9]{1,10}",
+                ns in "[a-z0-9]{1,10}",
+                service in "[a-z0-9]{1,10}",
+                port in 1u16..,
+            ) {
+                let p = Policy::from_yaml(
+                    "p",
+                    "default: deny\nrules: [{name: all, clients: [\"*\"], targets: [{}]}]\n",
+                )
+                .unwrap();
+                let caller = id(&format!("{sa}.{ns}.serviceaccount.identity.linkerd.cluster.local"));
+                let t = target(&format!("{service}.{ns}.svc.cluster.local:{port}"));
+                prop_assert_eq!(
+                    p.decide(&caller, &t),
+                    Verdict::Allow { kind: "rule", name: Label::from("all") }
+                );
+            }
+        }
+    }
+}
