@@ -202,6 +202,10 @@ fn describe_webpki(e: &webpki::Error) -> String {
         }
         webpki::Error::CertExpired { .. } => "certificate expired".to_owned(),
         webpki::Error::CertNotValidYet { .. } => "certificate not valid yet".to_owned(),
+        webpki::Error::InvalidSignatureForPublicKey => "a signature in the chain does not verify: \
+            it reaches an anchor with the right name but a different key (a regenerated root \
+            with the same name?)"
+            .to_owned(),
         other => format!("{other:?}"),
     }
 }

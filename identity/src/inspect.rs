@@ -344,6 +344,8 @@ mod tests {
         let twin_bundle = TrustAnchors::from_pem("b", twin.cert_pem().as_bytes()).unwrap();
         let why = chains_to(&[issuer.cert_der().clone()], &twin_bundle, now).unwrap_err();
         assert!(why.contains("different root with the same name"), "{why}");
+        let why = chains_to(&leaf_of(&issuer, "a.mesh.test"), &twin_bundle, now).unwrap_err();
+        assert!(why.contains("different key"), "{why}");
     }
 
     #[test]
