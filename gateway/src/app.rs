@@ -187,6 +187,7 @@ pub fn certifier(config: &Config) -> Result<Option<Certifier>, Problems> {
         min_refresh: config.identity_min_refresh,
         max_refresh: config.identity_max_refresh,
         timeout: config.connect_timeout.max(Duration::from_secs(10)),
+        key_dir: config.identity_key_dir.clone(),
     };
     Certifier::new(certify, anchors)
         .map(Some)

@@ -81,6 +81,9 @@ pub struct Config {
     pub identity_svc_name: String,
     /// The service-account token sent to the identity service.
     pub identity_token_file: PathBuf,
+    /// Where Linkerd's proxy-identity helper left `key.p8` (used for the CSR when present).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_key_dir: Option<PathBuf>,
     /// Earliest certificate refresh (and the retry delay after an error).
     #[serde(with = "humantime_serde")]
     pub identity_min_refresh: Duration,
@@ -137,6 +140,7 @@ impl Default for Config {
             identity_svc_name:
                 "linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local".to_owned(),
             identity_token_file: PathBuf::from("/var/run/secrets/tokens/linkerd-identity-token"),
+            identity_key_dir: None,
             identity_min_refresh: Duration::from_secs(10),
             identity_max_refresh: Duration::from_secs(24 * 3600),
             policy: None,
@@ -216,6 +220,11 @@ const KEYS: &[(&str, Shape, &[&str])] = &[
         "identity_token_file",
         Shape::Text,
         &["LINKERD2_PROXY_IDENTITY_TOKEN_FILE"],
+    ),
+    (
+        "identity_key_dir",
+        Shape::Text,
+        &["LINKERD2_PROXY_IDENTITY_DIR"],
     ),
     (
         "identity_min_refresh",
@@ -461,6 +470,7 @@ impl Config {
             "identity_svc_addr" => set(&mut self.identity_svc_addr, value, source, problems),
             "identity_svc_name" => set(&mut self.identity_svc_name, value, source, problems),
             "identity_token_file" => set(&mut self.identity_token_file, value, source, problems),
+            "identity_key_dir" => set(&mut self.identity_key_dir, value, source, problems),
             "identity_min_refresh" => {
                 set_duration(&mut self.identity_min_refresh, value, source, problems)
             }

@@ -78,6 +78,9 @@ pub struct CertifyConfig {
     pub max_refresh: Duration,
     /// Per-call deadline (connect, handshake and RPC).
     pub timeout: Duration,
+    /// `LINKERD2_PROXY_IDENTITY_DIR`: when it holds `key.p8` (the PKCS#8 ECDSA P-256 key
+    /// Linkerd's proxy-identity helper writes), that key is used; otherwise one is generated.
+    pub key_dir: Option<PathBuf>,
 }
 
 /// Why a `Certify` call failed.
@@ -133,7 +136,19 @@ impl Certifier {
     /// # Errors
     /// Key or CSR generation failure, or a TLS config rustls refuses.
     pub fn new(config: CertifyConfig, anchors: TrustAnchors) -> Result<Self, crate::Error> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let key = match config.key_dir.as_ref().map(|dir| dir.join("key.p8")) {
+            Some(path) if path.exists() => {
+                let der = std::fs::read(&path).map_err(|source| crate::Error::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                KeyPair::try_from(der.as_slice()).map_err(|e| crate::Error::Parse {
+                    what: path.display().to_string(),
+                    reason: format!("not a PKCS#8 key: {e}"),
+                })?
+            }
+            _ => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?,
+        };
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params
@@ -381,6 +396,7 @@ mod tests {
                 min_refresh: Duration::from_secs(10),
                 max_refresh: Duration::from_secs(86_400),
                 timeout: Duration::from_secs(10),
+                key_dir: None,
             },
             ca.anchors(),
         )
@@ -447,6 +463,7 @@ mod tests {
             min_refresh: Duration::from_secs(10),
             max_refresh: Duration::from_secs(86_400),
             timeout: Duration::from_secs(1),
+            key_dir: None,
         };
         let certifier = Certifier::new(config, ca.anchors()).unwrap();
         let chain = ca
@@ -490,5 +507,31 @@ mod tests {
             )
             .unwrap_err();
         assert!(err.to_string().contains("trust anchors"), "{err}");
+    }
+
+    #[test]
+    fn a_key_from_the_identity_dir_is_used_for_the_csr() {
+        let ca = TestCa::new("certify.mesh");
+        let dir = std::env::temp_dir().join(format!("meshgate-keydir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        std::fs::write(dir.join("key.p8"), key.serialize_der()).unwrap();
+        let config = CertifyConfig {
+            svc_addr: "127.0.0.1:1".to_owned(),
+            svc_name: "identity.certify.mesh".to_owned(),
+            token_file: PathBuf::from("/nonexistent"),
+            local_name: LOCAL.parse().unwrap(),
+            min_refresh: Duration::from_secs(10),
+            max_refresh: Duration::from_secs(86_400),
+            timeout: Duration::from_secs(1),
+            key_dir: Some(dir.clone()),
+        };
+        let certifier = Certifier::new(config, ca.anchors()).unwrap();
+        let csr =
+            rcgen::CertificateSigningRequestParams::from_der(&certifier.csr_der().to_vec().into())
+                .unwrap();
+        use rcgen::PublicKeyData as _;
+        assert_eq!(csr.public_key.der_bytes(), key.der_bytes());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

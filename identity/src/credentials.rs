@@ -68,18 +68,7 @@ impl Credentials {
         key_pem: &[u8],
         anchors: &TrustAnchors,
     ) -> Result<Self, Error> {
-        let chain = CertificateDer::pem_slice_iter(chain_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Parse {
-                what: cert_what.to_owned(),
-                reason: format!("bad PEM: {e}"),
-            })?;
-        if chain.is_empty() {
-            return Err(Error::NoPem {
-                what: cert_what.to_owned(),
-                kind: "CERTIFICATE",
-            });
-        }
+        let chain = crate::inspect::read_pem(cert_what, chain_pem)?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| Error::Parse {
             what: key_what.to_owned(),
             reason: format!("no usable private key: {e}"),

@@ -2,7 +2,7 @@
 //! with a plain-language reason when it does not.
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -73,7 +73,7 @@ impl Report {
 
     /// Human-readable lines, as `certs inspect` prints them.
     pub fn render(&self, now: SystemTime) -> String {
-        let now = unix(now);
+        let now = crate::source::unix_seconds(now);
         let days_left = (self.not_after - now) as f64 / 86_400.0;
         let mut out = String::new();
         let _ = writeln!(out, "  kind:      {}", self.kind());
@@ -158,7 +158,7 @@ pub fn chains_to(
     }
     // A CA certificate: it is an anchor itself, or is signed by one (directly, or through the
     // intermediates that follow it in the file).
-    let now_unix = unix(now);
+    let now_unix = crate::source::unix_seconds(now);
     if anchors.anchors().iter().any(|a| a.der == *first) {
         if now_unix > cert.validity().not_after.timestamp() {
             return Err("it is in the bundle but has expired".to_owned());
@@ -236,13 +236,6 @@ fn sans(cert: &X509Certificate<'_>) -> Vec<String> {
             _ => None,
         })
         .collect()
-}
-
-fn unix(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-    }
 }
 
 fn rfc3339(unix: i64) -> String {
