@@ -41,6 +41,56 @@ pub struct Shared {
     pub drain: watch::Receiver<bool>,
     /// The authorization policy in use.
     pub policy: Arc<policy::Current>,
+    /// Request limits and timeouts.
+    pub limits: Limits,
+}
+
+/// Request limits and timeouts (README "Timeouts and limits").
+pub struct Limits {
+    /// Requests in flight (until their response body ends).
+    pub in_flight: Arc<Semaphore>,
+    /// Largest request header section, bytes.
+    pub max_header_list_size: usize,
+    /// HTTP/2 streams per downstream connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/1 header read (and keep-alive idle) deadline.
+    pub header_read_timeout: Duration,
+    /// Keep HTTP/1 header-name case.
+    pub preserve_header_case: bool,
+    /// Tunnel `CONNECT` (else 405).
+    pub http_connect: bool,
+    /// Response-header deadline for targets without their own.
+    pub response_timeout: Option<Duration>,
+    /// Per-target response-header deadlines, by `name:port`.
+    pub response_timeouts: std::collections::HashMap<String, Duration>,
+}
+
+impl Limits {
+    /// The limits a config sets.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight_requests)),
+            max_header_list_size: config.max_header_list_size,
+            max_concurrent_streams: config.max_concurrent_streams,
+            header_read_timeout: config.header_read_timeout,
+            preserve_header_case: config.preserve_header_case,
+            http_connect: config.http_connect,
+            response_timeout: config.response_timeout,
+            response_timeouts: config
+                .response_timeouts
+                .iter()
+                .map(|(name, d)| (name.to_ascii_lowercase(), **d))
+                .collect(),
+        }
+    }
+
+    /// The response deadline for `authority` (`name:port`).
+    pub fn response_timeout_for(&self, authority: &str) -> Option<Duration> {
+        self.response_timeouts
+            .get(authority)
+            .copied()
+            .or(self.response_timeout)
+    }
 }
 
 /// The credentials and anchors to start with, validated, and how they are kept fresh.
@@ -282,8 +332,12 @@ pub async fn start(
     }
     let upstream = Upstream::new(
         Resolver::new(statics),
-        config.connect_timeout,
-        config.pool_idle_timeout,
+        crate::forward::upstream::Options {
+            connect_timeout: config.connect_timeout,
+            pool_idle_timeout: config.pool_idle_timeout,
+            preserve_header_case: config.preserve_header_case,
+            max_header_list_size: config.max_header_list_size,
+        },
         metrics.clone(),
     );
 
@@ -307,6 +361,7 @@ pub async fn start(
         upstream,
         drain: drain_rx.clone(),
         policy: policy.clone(),
+        limits: Limits::from_config(config),
     });
     let permits = Arc::new(Semaphore::new(config.max_connections));
     tokio::spawn(listener::run(data, shared, permits.clone(), drain_rx));

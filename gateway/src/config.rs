@@ -12,6 +12,9 @@ use serde_norway::{Mapping, Value};
 
 use crate::target::{DEFAULT_SUFFIX, Suffixes, Target};
 
+/// The largest `max_header_list_size` accepted (1 MiB).
+pub const MAX_HEADER_LIST_SIZE_LIMIT: usize = 1024 * 1024;
+
 /// Exit status for a bad configuration (`EX_USAGE`, as Linkerd uses).
 pub const EXIT_BAD_CONFIG: i32 = 64;
 
@@ -108,6 +111,26 @@ pub struct Config {
     pub pool_idle_timeout: Duration,
     /// Most downstream connections open at once; more are refused and counted.
     pub max_connections: usize,
+    /// Most requests in flight at once (until their response body ends); more get 503 `load shed`.
+    pub max_in_flight_requests: usize,
+    /// Largest header section accepted, in bytes (names + values + 32 per field); more gets 431.
+    pub max_header_list_size: usize,
+    /// Most concurrent HTTP/2 streams per downstream connection.
+    pub max_concurrent_streams: u32,
+    /// Deadline for an HTTP/1 request's headers (also how long an idle keep-alive connection
+    /// may wait for its next request).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Deadline for the upstream's response headers, for every target; none when unset.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub response_timeout: Option<Duration>,
+    /// Per-target response deadlines (`name:port` → duration), overriding `response_timeout`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub response_timeouts: BTreeMap<String, humantime_serde::Serde<Duration>>,
+    /// Keep HTTP/1 header-name case end to end (legacy peers depend on it).
+    pub preserve_header_case: bool,
+    /// Whether HTTP/1.1 `CONNECT` is tunnelled to the target (else 405).
+    pub http_connect: bool,
     /// How long a drain may take before the process exits anyway.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace_period: Duration,
@@ -150,6 +173,14 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(1),
             pool_idle_timeout: Duration::from_secs(10),
             max_connections: 100_000,
+            max_in_flight_requests: 100_000,
+            max_header_list_size: 64 * 1024,
+            max_concurrent_streams: 1000,
+            header_read_timeout: Duration::from_secs(10),
+            response_timeout: None,
+            response_timeouts: BTreeMap::new(),
+            preserve_header_case: true,
+            http_connect: false,
             shutdown_grace_period: Duration::from_secs(120),
             shutdown_endpoint_enabled: false,
             metrics_retain_idle: Duration::from_secs(600),
@@ -277,6 +308,40 @@ const KEYS: &[(&str, Shape, &[&str])] = &[
     ),
     ("pool_idle_timeout", Shape::Text, &[ENV_POOL_IDLE_TIMEOUT]),
     ("max_connections", Shape::Number, &[ENV_MAX_CONNECTIONS]),
+    (
+        "max_in_flight_requests",
+        Shape::Number,
+        &[
+            "MESHGATE_MAX_IN_FLIGHT_REQUESTS",
+            "LINKERD2_PROXY_INBOUND_MAX_IN_FLIGHT",
+        ],
+    ),
+    (
+        "max_header_list_size",
+        Shape::Number,
+        &["MESHGATE_MAX_HEADER_LIST_SIZE"],
+    ),
+    (
+        "max_concurrent_streams",
+        Shape::Number,
+        &["MESHGATE_MAX_CONCURRENT_STREAMS"],
+    ),
+    (
+        "header_read_timeout",
+        Shape::Text,
+        &["MESHGATE_HEADER_READ_TIMEOUT"],
+    ),
+    (
+        "response_timeout",
+        Shape::Text,
+        &["MESHGATE_RESPONSE_TIMEOUT"],
+    ),
+    (
+        "preserve_header_case",
+        Shape::Bool,
+        &["MESHGATE_PRESERVE_HEADER_CASE"],
+    ),
+    ("http_connect", Shape::Bool, &["MESHGATE_HTTP_CONNECT"]),
     (
         "shutdown_grace_period",
         Shape::Text,
@@ -492,6 +557,24 @@ impl Config {
                 set_duration(&mut self.pool_idle_timeout, value, source, problems)
             }
             "max_connections" => set(&mut self.max_connections, value, source, problems),
+            "max_in_flight_requests" => {
+                set(&mut self.max_in_flight_requests, value, source, problems)
+            }
+            "max_header_list_size" => set(&mut self.max_header_list_size, value, source, problems),
+            "max_concurrent_streams" => {
+                set(&mut self.max_concurrent_streams, value, source, problems)
+            }
+            "header_read_timeout" => {
+                set_duration(&mut self.header_read_timeout, value, source, problems)
+            }
+            "response_timeout" => {
+                let mut d = Duration::ZERO;
+                set_duration(&mut d, value, source, problems);
+                self.response_timeout = Some(d);
+            }
+            "response_timeouts" => set(&mut self.response_timeouts, value, source, problems),
+            "preserve_header_case" => set(&mut self.preserve_header_case, value, source, problems),
+            "http_connect" => set(&mut self.http_connect, value, source, problems),
             "shutdown_grace_period" => {
                 set_duration(&mut self.shutdown_grace_period, value, source, problems)
             }
@@ -586,10 +669,40 @@ impl Config {
             ("pool_idle_timeout", self.pool_idle_timeout),
             ("metrics_retain_idle", self.metrics_retain_idle),
             ("credentials_poll_interval", self.credentials_poll_interval),
+            ("header_read_timeout", self.header_read_timeout),
             ("identity_min_refresh", self.identity_min_refresh),
         ] {
             if value.is_zero() {
                 problems.push(format!("{key} must be greater than zero"));
+            }
+        }
+        if self.max_in_flight_requests == 0 {
+            problems.push("max_in_flight_requests must be at least 1".to_owned());
+        }
+        if self.max_concurrent_streams == 0 {
+            problems.push("max_concurrent_streams must be at least 1".to_owned());
+        }
+        if !(1024..=MAX_HEADER_LIST_SIZE_LIMIT).contains(&self.max_header_list_size) {
+            problems.push(format!(
+                "max_header_list_size {} must be between 1024 and {MAX_HEADER_LIST_SIZE_LIMIT} (1 MiB)",
+                self.max_header_list_size
+            ));
+        }
+        if self.response_timeout.is_some_and(|d| d.is_zero()) {
+            problems.push("response_timeout must be greater than zero".to_owned());
+        }
+        for (name, timeout) in &self.response_timeouts {
+            if timeout.is_zero() {
+                problems.push(format!(
+                    "response_timeouts: {name:?} must be greater than zero"
+                ));
+            }
+            if let Some(suffixes) = &suffixes
+                && Target::parse(name, suffixes).is_err()
+            {
+                problems.push(format!(
+                    "response_timeouts: {name:?} is not a usable target"
+                ));
             }
         }
         if self.max_connections == 0 {

@@ -63,9 +63,11 @@ impl Backend {
         Self::spawn(move |tcp| async move {
             let service =
                 service_fn(move |req| async move { Ok::<_, Infallible>(answer(name, req)) });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // Large headers are the gateway's to limit, not the backend's.
+            builder.http1().max_buf_size(4 << 20);
+            builder.http2().max_header_list_size(4 << 20);
+            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
         })
         .await
     }

@@ -53,6 +53,18 @@ pub enum Error {
     /// The request already passed through this gateway, or comes from the gateway itself.
     #[error("gateway loop detected")]
     Loop,
+    /// The request's header section is larger than `max_header_list_size`.
+    #[error("request header fields too large")]
+    HeadersTooLarge,
+    /// `CONNECT` is not enabled (`http_connect`).
+    #[error("CONNECT is not allowed")]
+    ConnectNotAllowed,
+    /// The in-flight request limit is reached.
+    #[error("load shed")]
+    LoadShed,
+    /// The upstream did not send response headers in time.
+    #[error("response timed out after {}", humantime::format_duration(*.0))]
+    ResponseTimeout(Duration),
     /// The authorization policy does not allow this caller to reach this target.
     #[error("unauthorized request on route")]
     Unauthorized,
@@ -73,6 +85,10 @@ impl Error {
             Error::Target(_) => StatusCode::BAD_REQUEST,
             Error::Loop => StatusCode::LOOP_DETECTED,
             Error::Unauthorized => StatusCode::FORBIDDEN,
+            Error::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Error::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::LoadShed => StatusCode::SERVICE_UNAVAILABLE,
+            Error::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Connect(ConnectError::Resolve(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Connect(ConnectError::Refused { .. }) | Error::Upstream(_) => {
                 StatusCode::BAD_GATEWAY
@@ -93,13 +109,15 @@ impl Error {
     /// The gRPC status code for gRPC callers (spec §8).
     pub fn grpc_status(&self) -> u8 {
         match self.status() {
-            StatusCode::NOT_FOUND => 5,       // NotFound
-            StatusCode::BAD_REQUEST => 3,     // InvalidArgument
-            StatusCode::LOOP_DETECTED => 10,  // Aborted
-            StatusCode::FORBIDDEN => 7,       // PermissionDenied
-            StatusCode::GATEWAY_TIMEOUT => 4, // DeadlineExceeded
+            StatusCode::NOT_FOUND => 5,                       // NotFound
+            StatusCode::BAD_REQUEST => 3,                     // InvalidArgument
+            StatusCode::LOOP_DETECTED => 10,                  // Aborted
+            StatusCode::FORBIDDEN => 7,                       // PermissionDenied
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => 8, // ResourceExhausted
+            StatusCode::METHOD_NOT_ALLOWED => 12,             // Unimplemented
+            StatusCode::GATEWAY_TIMEOUT => 4,                 // DeadlineExceeded
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => 14, // Unavailable
-            _ => 13,                          // Internal
+            _ => 13,                                          // Internal
         }
     }
 
@@ -110,6 +128,7 @@ impl Error {
             Error::Loop
                 | Error::Upstream(_)
                 | Error::Connect(ConnectError::Refused { .. } | ConnectError::Timeout(_))
+                | Error::ResponseTimeout(_)
         )
     }
 
@@ -120,7 +139,11 @@ impl Error {
             | Error::TargetNotText
             | Error::Target(_)
             | Error::Loop
-            | Error::Unauthorized => Blame::Downstream,
+            | Error::Unauthorized
+            | Error::HeadersTooLarge
+            | Error::ConnectNotAllowed => Blame::Downstream,
+            Error::LoadShed => Blame::Local,
+            Error::ResponseTimeout(_) => Blame::Upstream,
             Error::Connect(_) | Error::Upstream(_) => Blame::Upstream,
         }
     }
@@ -133,6 +156,10 @@ impl Error {
             Error::Target(_) => "bad_target",
             Error::Loop => "gateway_loop",
             Error::Unauthorized => "unauthorized",
+            Error::HeadersTooLarge => "headers_too_large",
+            Error::ConnectNotAllowed => "connect_not_allowed",
+            Error::LoadShed => "load_shed",
+            Error::ResponseTimeout(_) => "response_timeout",
             Error::Connect(ConnectError::Resolve(_)) => "unresolved",
             Error::Connect(ConnectError::Refused { .. }) => "connect_refused",
             Error::Connect(ConnectError::Timeout(_)) => "connect_timeout",

@@ -3,8 +3,10 @@
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
@@ -52,6 +54,9 @@ pub enum Routing {
     Fixed(Result<Target, crate::target::Error>),
 }
 
+/// Most header fields in one HTTP/1 message.
+const MAX_HEADERS: usize = 200;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded; `te` is handled apart.
 static HOP_BY_HOP: [HeaderName; 5] = [
     HeaderName::from_static("keep-alive"),
@@ -73,10 +78,17 @@ struct Route {
     label: Label,
     /// The target, for policy decisions.
     target: Target,
+    /// Deadline for the response headers.
+    response_timeout: Option<Duration>,
 }
 
 impl Route {
-    fn new(target: Target, gateway: &str, peer: &str) -> Result<Self, Error> {
+    fn new(
+        target: Target,
+        gateway: &str,
+        peer: &str,
+        response_timeout: Option<Duration>,
+    ) -> Result<Self, Error> {
         // A checked target is a DNS name and a port, and identities are visible ASCII: these
         // conversions only fail on a bug, reported as a local error rather than a panic.
         let invalid = |what: &str| Error::Upstream(format!("invalid {what} for {target}"));
@@ -94,6 +106,7 @@ impl Route {
             .map_err(|_| invalid("Forwarded"))?,
             label: Label(target.authority().clone()),
             target,
+            response_timeout,
         })
     }
 }
@@ -147,8 +160,24 @@ where
             async move { Ok::<_, Infallible>(session.handle(req).await) }
         })
     };
+    let limits = &session.shared.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .preserve_header_case(limits.preserve_header_case)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(super::upstream::buffer_for(parser_limit(
+            limits.max_header_list_size,
+        )));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(
+            u32::try_from(parser_limit(limits.max_header_list_size)).unwrap_or(u32::MAX),
+        );
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;
@@ -172,6 +201,31 @@ impl Session {
         let start = Instant::now();
         let grpc = is_grpc(req.headers());
         let http1 = req.version() != Version::HTTP_2;
+        let permit = self.shared.limits.in_flight.clone().try_acquire_owned();
+        let checked = match permit {
+            Err(_) => Err(Error::LoadShed),
+            Ok(_) if req.method() == http::Method::CONNECT && !self.shared.limits.http_connect => {
+                Err(Error::ConnectNotAllowed)
+            }
+            Ok(_) if header_list_size(req.headers()) > self.shared.limits.max_header_list_size => {
+                Err(Error::HeadersTooLarge)
+            }
+            Ok(permit) => Ok(permit),
+        };
+        let permit = match checked {
+            Ok(permit) => permit,
+            Err(error) => {
+                self.log(&error, &Label::default());
+                let response = error_response(&error, grpc, http1);
+                self.record(
+                    &Label::default(),
+                    &Allowed::default(),
+                    response.status(),
+                    start,
+                );
+                return response;
+            }
+        };
         let (authority, allowed, result) = match self.route(&req) {
             Ok((route, allowed)) => (
                 route.label.clone(),
@@ -191,7 +245,14 @@ impl Session {
             }
         };
         self.record(&authority, &allowed, response.status(), start);
-        response
+        // The request stays in flight until its response body has been sent.
+        response.map(|body| {
+            InFlight {
+                body,
+                _permit: permit,
+            }
+            .boxed()
+        })
     }
 
     /// Picks and checks the target: the transport header's, else `l5d-dst-override`, else the
@@ -274,10 +335,12 @@ impl Session {
             return Ok(route.clone());
         }
         let target = Target::parse(raw, &self.shared.suffixes)?;
+        let timeout = self.shared.limits.response_timeout_for(target.authority());
         let route = Arc::new(Route::new(
             target,
             self.shared.identity.as_str(),
             self.peer.as_str(),
+            timeout,
         )?);
         *last = Some((raw.to_owned(), route.clone()));
         Ok(route)
@@ -288,11 +351,19 @@ impl Session {
         route: &Route,
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, Error> {
+        if req.method() == http::Method::CONNECT {
+            return self.tunnel(route, req).await;
+        }
         let downgraded = match req.version() {
             Version::HTTP_2 => take_orig_proto(req.headers_mut()),
             _ => None,
         };
         let http1 = req.version() != Version::HTTP_2 || downgraded.is_some();
+        // An HTTP/1.1 `Upgrade` (WebSocket): the two hop-by-hop headers that ask for it go on.
+        let upgrade = (req.version() == Version::HTTP_11)
+            .then(|| upgrade_protocol(req.headers()))
+            .flatten();
+        let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(http::uri::Scheme::HTTP);
         parts.authority = Some(route.authority.clone());
@@ -311,16 +382,37 @@ impl Session {
             headers.insert(&L5D_CLIENT_ID, id.clone());
         }
         headers.append(FORWARDED, route.forwarded.clone());
+        if let Some(protocol) = &upgrade {
+            headers.insert(UPGRADE, protocol.clone());
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         let upstream = &self.shared.upstream;
-        let result = if http1 {
+        let sent = if http1 {
             headers.insert(HOST, route.host.clone());
             *req.version_mut() = downgraded.unwrap_or(Version::HTTP_11);
-            upstream.http1.request(req).await
+            upstream.http1.request(req)
         } else {
             headers.remove(HOST);
-            upstream.http2.request(req).await
+            upstream.http2.request(req)
+        };
+        let result = match route.response_timeout {
+            Some(deadline) => tokio::time::timeout(deadline, sent)
+                .await
+                .map_err(|_| Error::ResponseTimeout(deadline))?,
+            None => sent.await,
         };
         let mut response = result.map_err(|e| client_error(&e))?;
+        if let (Some(protocol), Some(downstream), StatusCode::SWITCHING_PROTOCOLS) =
+            (upgrade, downstream_upgrade, response.status())
+        {
+            let upstream = hyper::upgrade::on(&mut response);
+            tokio::spawn(splice(downstream, upstream, route.label.clone()));
+            let headers = response.headers_mut();
+            strip_hop_by_hop(headers);
+            headers.insert(UPGRADE, protocol);
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            return Ok(response.map(BodyExt::boxed));
+        }
         let headers = response.headers_mut();
         strip_hop_by_hop(headers);
         // An upstream's own proxy-error headers are not ours to relay (spec §6.3).
@@ -339,6 +431,36 @@ impl Session {
         Ok(response.map(BodyExt::boxed))
     }
 
+    /// `CONNECT` (when enabled): a TCP connection to the target, then the bytes both ways.
+    async fn tunnel(
+        &self,
+        route: &Route,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Body>, Error> {
+        let tcp = self
+            .shared
+            .upstream
+            .connect(route.target.name(), route.target.port())
+            .await?;
+        let downstream = hyper::upgrade::on(&mut req);
+        let label = route.label.clone();
+        tokio::spawn(async move {
+            match downstream.await {
+                Ok(upgraded) => {
+                    let mut downstream = TokioIo::new(upgraded);
+                    let mut tcp = tcp;
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut downstream, &mut tcp).await {
+                        tracing::debug!(target = %label.0, error = %e, "CONNECT tunnel ended");
+                    }
+                }
+                Err(e) => tracing::debug!(target = %label.0, error = %e, "CONNECT not upgraded"),
+            }
+        });
+        Ok(Response::new(
+            Empty::new().map_err(|never| match never {}).boxed(),
+        ))
+    }
+
     fn record(&self, authority: &Label, allowed: &Allowed, status: StatusCode, start: Instant) {
         let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
         self.shared.metrics.record_response(
@@ -353,6 +475,11 @@ impl Session {
 
     fn log(&self, error: &Error, authority: &Label) {
         let (peer, reason, target) = (self.peer.as_str(), error.reason(), &*authority.0);
+        if matches!(error, Error::LoadShed) {
+            // Counted in response_total{status_code="503"}; a log line per shed request would
+            // add load exactly when there is too much.
+            return tracing::debug!(peer, reason, "request shed");
+        }
         match error.blame() {
             Blame::Downstream => tracing::debug!(peer, reason, target, %error, "request refused"),
             Blame::Upstream => {
@@ -401,6 +528,81 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(TE);
     if keep_te {
         headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Upgrade` with `Connection: upgrade`).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    asks.then(|| headers.get(UPGRADE).cloned()).flatten()
+}
+
+/// Copies bytes both ways between the two upgraded sides until either closes.
+async fn splice(
+    downstream: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    target: Label,
+) {
+    match tokio::try_join!(downstream, upstream) {
+        Ok((down, up)) => {
+            let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+            match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                Ok((sent, received)) => {
+                    tracing::debug!(target = %target.0, sent, received, "upgraded connection closed");
+                }
+                Err(e) => {
+                    tracing::debug!(target = %target.0, error = %e, "upgraded connection ended")
+                }
+            }
+        }
+        Err(e) => tracing::debug!(target = %target.0, error = %e, "upgrade failed"),
+    }
+}
+
+/// What the HTTP parsers accept: 4× the configured limit (at least 256 KiB), so that the
+/// gateway's own check sees oversized headers and answers 431 with `l5d-proxy-error`; beyond
+/// this the parser answers a bare 431 itself, bounding the memory one request can take.
+fn parser_limit(max_header_list_size: usize) -> usize {
+    max_header_list_size.saturating_mul(4).max(256 * 1024)
+}
+
+/// The size of a header section as HTTP/2 counts it (RFC 9113 §6.5.2): name + value + 32 per
+/// field.
+fn header_list_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
+}
+
+/// A response body that holds an in-flight permit until it ends (or is dropped).
+struct InFlight {
+    body: Body,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl hyper::body::Body for InFlight {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

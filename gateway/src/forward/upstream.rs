@@ -45,14 +45,27 @@ pub struct Upstream {
     connector: Connector,
 }
 
+/// How the upstream clients behave.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Deadline for one TCP connect.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// Write HTTP/1 header names in the case they arrived in.
+    pub preserve_header_case: bool,
+    /// Largest response header section accepted (HTTP/1 buffer, HTTP/2 header list).
+    pub max_header_list_size: usize,
+}
+
 impl Upstream {
     /// Builds both clients over one connector.
-    pub fn new(
-        resolver: Resolver,
-        connect_timeout: Duration,
-        pool_idle: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(resolver: Resolver, options: Options, metrics: Arc<Metrics>) -> Self {
+        let Options {
+            connect_timeout,
+            pool_idle_timeout: pool_idle,
+            ..
+        } = options;
         let connector = Connector {
             inner: Arc::new(ConnectorInner {
                 resolver,
@@ -66,6 +79,11 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(pool_idle)
+            .http1_preserve_header_case(options.preserve_header_case)
+            .http1_max_buf_size(buffer_for(options.max_header_list_size))
+            .http2_max_header_list_size(
+                u32::try_from(options.max_header_list_size).unwrap_or(u32::MAX),
+            )
             // The gateway sets Host itself (the target authority).
             .set_host(false);
         let http1 = builder.build(connector.clone());
@@ -77,6 +95,12 @@ impl Upstream {
             connector,
         }
     }
+}
+
+/// An HTTP/1 read buffer that holds a header section of `max_header_list_size` plus the request
+/// or status line (hyper's minimum is 8 KiB).
+pub fn buffer_for(max_header_list_size: usize) -> usize {
+    max_header_list_size.max(8192) + 8192
 }
 
 impl tower_service::Service<Uri> for Connector {
