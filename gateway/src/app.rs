@@ -331,7 +331,15 @@ pub async fn start(
         statics.push((target, addrs.clone()));
     }
     let upstream = Upstream::new(
-        Resolver::new(statics),
+        Resolver::new(
+            statics,
+            crate::resolve::DnsOptions {
+                min_ttl: config.dns_min_ttl,
+                max_ttl: config.dns_max_ttl,
+                idle_timeout: config.dns_max_ttl.max(Duration::from_secs(600)),
+                servers: config.dns_servers.clone(),
+            },
+        ),
         crate::forward::upstream::Options {
             connect_timeout: config.connect_timeout,
             pool_idle_timeout: config.pool_idle_timeout,

@@ -103,6 +103,15 @@ pub struct Config {
     /// Deadline for the TLS handshake (and, for header sessions, the transport header).
     #[serde(with = "humantime_serde")]
     pub detect_timeout: Duration,
+    /// Shortest time a DNS answer is kept (and how long a failed lookup is remembered).
+    #[serde(with = "humantime_serde")]
+    pub dns_min_ttl: Duration,
+    /// Longest time a DNS answer is kept.
+    #[serde(with = "humantime_serde")]
+    pub dns_max_ttl: Duration,
+    /// DNS servers (`ip:port`); empty means `/etc/resolv.conf`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_servers: Vec<SocketAddr>,
     /// Deadline for one upstream TCP connect.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -170,6 +179,9 @@ impl Default for Config {
             gateway_suffixes: vec![DEFAULT_SUFFIX.to_owned()],
             endpoints: BTreeMap::new(),
             detect_timeout: Duration::from_secs(10),
+            dns_min_ttl: Duration::from_secs(5),
+            dns_max_ttl: Duration::from_secs(300),
+            dns_servers: Vec::new(),
             connect_timeout: Duration::from_secs(1),
             pool_idle_timeout: Duration::from_secs(10),
             max_connections: 100_000,
@@ -298,6 +310,9 @@ const KEYS: &[(&str, Shape, &[&str])] = &[
         Shape::Text,
         &[ENV_DETECT_TIMEOUT, "LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT"],
     ),
+    ("dns_min_ttl", Shape::Text, &["MESHGATE_DNS_MIN_TTL"]),
+    ("dns_max_ttl", Shape::Text, &["MESHGATE_DNS_MAX_TTL"]),
+    ("dns_servers", Shape::List, &["MESHGATE_DNS_SERVERS"]),
     (
         "connect_timeout",
         Shape::Text,
@@ -553,6 +568,9 @@ impl Config {
             "endpoints" => set(&mut self.endpoints, value, source, problems),
             "detect_timeout" => set_duration(&mut self.detect_timeout, value, source, problems),
             "connect_timeout" => set_duration(&mut self.connect_timeout, value, source, problems),
+            "dns_min_ttl" => set_duration(&mut self.dns_min_ttl, value, source, problems),
+            "dns_max_ttl" => set_duration(&mut self.dns_max_ttl, value, source, problems),
+            "dns_servers" => set(&mut self.dns_servers, value, source, problems),
             "pool_idle_timeout" => {
                 set_duration(&mut self.pool_idle_timeout, value, source, problems)
             }
@@ -670,11 +688,15 @@ impl Config {
             ("metrics_retain_idle", self.metrics_retain_idle),
             ("credentials_poll_interval", self.credentials_poll_interval),
             ("header_read_timeout", self.header_read_timeout),
+            ("dns_min_ttl", self.dns_min_ttl),
             ("identity_min_refresh", self.identity_min_refresh),
         ] {
             if value.is_zero() {
                 problems.push(format!("{key} must be greater than zero"));
             }
+        }
+        if self.dns_min_ttl > self.dns_max_ttl {
+            problems.push("dns_min_ttl is longer than dns_max_ttl".to_owned());
         }
         if self.max_in_flight_requests == 0 {
             problems.push("max_in_flight_requests must be at least 1".to_owned());

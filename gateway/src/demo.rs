@@ -60,7 +60,15 @@ impl Backend {
     /// # Errors
     /// When it cannot bind.
     pub async fn start(name: &'static str) -> std::io::Result<Self> {
-        Self::spawn(move |tcp| async move {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), name).await
+    }
+
+    /// Starts a backend on `addr` (e.g. another loopback address, to stand for another pod).
+    ///
+    /// # Errors
+    /// When it cannot bind.
+    pub async fn start_on(addr: SocketAddr, name: &'static str) -> std::io::Result<Self> {
+        Self::spawn_on(addr, move |tcp| async move {
             let service =
                 service_fn(move |req| async move { Ok::<_, Infallible>(answer(name, req)) });
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -93,7 +101,16 @@ impl Backend {
         F: Fn(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::spawn_on(SocketAddr::from(([127, 0, 0, 1], 0)), serve).await
+    }
+
+    /// Binds `addr` and runs `serve` on a task per accepted connection.
+    async fn spawn_on<F, Fut>(addr: SocketAddr, serve: F) -> std::io::Result<Self>
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = connections.clone();

@@ -94,6 +94,12 @@ struct RunArgs {
     /// Static endpoint NAME:PORT=IP:PORT (repeatable); overrides DNS for that target.
     #[arg(long = "endpoint", value_name = "NAME:PORT=IP:PORT")]
     endpoints: Vec<String>,
+    /// Shortest time a DNS answer is kept, e.g. 5s.
+    #[arg(long)]
+    dns_min_ttl: Option<String>,
+    /// Longest time a DNS answer is kept, e.g. 5m.
+    #[arg(long)]
+    dns_max_ttl: Option<String>,
     /// Log filter (e.g. info, meshgate=debug).
     #[arg(long)]
     log: Option<String>,
@@ -115,6 +121,8 @@ impl RunArgs {
             ("identity_svc_addr", &self.identity_svc_addr),
             ("policy", &self.policy),
             ("gateway_suffixes", &self.gateway_suffixes),
+            ("dns_min_ttl", &self.dns_min_ttl),
+            ("dns_max_ttl", &self.dns_max_ttl),
             ("log", &self.log),
             ("log_format", &self.log_format),
         ];

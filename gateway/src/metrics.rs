@@ -208,6 +208,13 @@ impl Default for Allowed {
     }
 }
 
+/// One target.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AuthorityLabels {
+    /// `name:port`.
+    pub authority: Label,
+}
+
 /// Labels of `inbound_{http,tcp}_authz_deny_total`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct DenyLabels {
@@ -385,6 +392,8 @@ pub struct Metrics {
     pub tcp_authz_deny: Tracked<DenyLabels, Counter>,
     /// `gateway_policy_reloads_total{result}`.
     pub policy_reloads: Family<ResultLabels, Counter>,
+    /// `outbound_endpoint_ejections_total{authority}`.
+    pub ejections: Tracked<AuthorityLabels, Counter>,
     /// `inbound_tcp_errors_total{error}`.
     pub tcp_errors: Family<ErrorLabels, Counter>,
     /// `gateway_handshakes_refused_total{reason}`.
@@ -479,6 +488,7 @@ impl Metrics {
         let http_authz_deny = Family::default();
         let tcp_authz_deny = Family::default();
         let policy_reloads = Family::default();
+        let ejections = Family::default();
         let tcp_errors = Family::default();
         let refused = Family::default();
         let r = &mut registry;
@@ -534,6 +544,11 @@ impl Metrics {
             "inbound_tcp_authz_deny",
             "Opaque connections the policy denies (mode=audit: allowed, would be denied)",
             tcp_authz_deny.clone(),
+        );
+        r.register(
+            "outbound_endpoint_ejections",
+            "Endpoints taken out of balancing after a failed connect",
+            ejections.clone(),
         );
         r.register(
             "gateway_policy_reloads",
@@ -593,6 +608,7 @@ impl Metrics {
             http_authz_deny: Tracked::new(http_authz_deny, &clock),
             tcp_authz_deny: Tracked::new(tcp_authz_deny, &clock),
             policy_reloads,
+            ejections: Tracked::new(ejections, &clock),
             tcp_errors,
             refused,
         };
@@ -628,6 +644,7 @@ impl Metrics {
             + self.http_authz_allow.evict(cutoff, |_| false)
             + self.tcp_authz_allow.evict(cutoff, |_| false)
             + self.http_authz_deny.evict(cutoff, |_| false)
+            + self.ejections.evict(cutoff, |_| false)
             + self.tcp_authz_deny.evict(cutoff, |_| false)
             + self.tcp_close.evict(cutoff, |l| open(&l.tcp))
             + self.tcp_open.evict(cutoff, open)
@@ -700,6 +717,15 @@ impl Metrics {
                 authz,
             });
         }
+    }
+
+    /// Counts an endpoint ejection.
+    pub fn endpoint_ejected(&self, authority: &Label) {
+        self.ejections
+            .get(&AuthorityLabels {
+                authority: authority.clone(),
+            })
+            .inc();
     }
 
     /// Counts a policy file reload.

@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, watch};
 
 use crate::app::Shared;
-use crate::error::{Blame, ConnectError, Error};
+use crate::error::{Blame, Error};
 use crate::forwarded;
 use crate::metrics::{Allowed, DenyLabels, Label, RouteCache};
 use crate::policy::Verdict;
@@ -365,8 +365,11 @@ impl Session {
             .flatten();
         let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(route.authority.clone());
+        if !http1 {
+            // HTTP/2 sends the target as `:authority`; HTTP/1 uses origin form and `Host`.
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = Some(route.authority.clone());
+        }
         parts.path_and_query = Some(
             req.uri()
                 .path_and_query()
@@ -387,21 +390,19 @@ impl Session {
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
         let upstream = &self.shared.upstream;
-        let sent = if http1 {
+        if http1 {
             headers.insert(HOST, route.host.clone());
             *req.version_mut() = downgraded.unwrap_or(Version::HTTP_11);
-            upstream.http1.request(req)
         } else {
             headers.remove(HOST);
-            upstream.http2.request(req)
-        };
-        let result = match route.response_timeout {
+        }
+        let sent = upstream.send(&route.target, req, !http1);
+        let mut response = match route.response_timeout {
             Some(deadline) => tokio::time::timeout(deadline, sent)
                 .await
-                .map_err(|_| Error::ResponseTimeout(deadline))?,
-            None => sent.await,
+                .map_err(|_| Error::ResponseTimeout(deadline))??,
+            None => sent.await?,
         };
-        let mut response = result.map_err(|e| client_error(&e))?;
         if let (Some(protocol), Some(downstream), StatusCode::SWITCHING_PROTOCOLS) =
             (upgrade, downstream_upgrade, response.status())
         {
@@ -437,11 +438,7 @@ impl Session {
         route: &Route,
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, Error> {
-        let tcp = self
-            .shared
-            .upstream
-            .connect(route.target.name(), route.target.port())
-            .await?;
+        let tcp = self.shared.upstream.connect(&route.target).await?;
         let downstream = hyper::upgrade::on(&mut req);
         let label = route.label.clone();
         tokio::spawn(async move {
@@ -633,24 +630,6 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// Finds the connector's error inside the client's, else describes the upstream failure.
-fn client_error(err: &hyper_util::client::legacy::Error) -> Error {
-    let mut source: Option<&(dyn StdError + 'static)> = err.source();
-    while let Some(current) = source {
-        if let Some(connect) = current.downcast_ref::<ConnectError>() {
-            return Error::Connect(match connect {
-                ConnectError::Resolve(e) => ConnectError::Resolve(e.clone()),
-                ConnectError::Refused { addr, source } => ConnectError::Refused {
-                    addr: *addr,
-                    source: std::io::Error::new(source.kind(), source.to_string()),
-                },
-                ConnectError::Timeout(after) => ConnectError::Timeout(*after),
-            });
-        }
-        source = current.source();
-    }
-    Error::Upstream(crate::error::chain(err))
-}
-
 /// The response the gateway synthesizes for `error` (spec §8): empty body, `l5d-proxy-error`,
 /// `l5d-proxy-connection: close` (+ `connection: close` on HTTP/1) when fatal; gRPC callers get
 /// 200 with `grpc-status` instead.

@@ -20,10 +20,7 @@ pub async fn proxy<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut upstream = shared
-        .upstream
-        .connect(target.name(), target.port())
-        .await?;
+    let mut upstream = shared.upstream.connect(target).await?;
     tokio::io::copy_bidirectional(downstream, &mut upstream)
         .await
         .map_err(|e| Error::Upstream(e.to_string()))

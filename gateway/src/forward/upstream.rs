@@ -1,51 +1,35 @@
-//! The upstream side: a connector that resolves a target and connects to one of its endpoints
-//! (trying a second one when the first refuses), and the pooled HTTP/1 and HTTP/2 clients.
+//! The upstream side: per target a balancer over the endpoints the resolver gives, and per
+//! endpoint a pool of HTTP/1.1 keep-alive connections and one multiplexed HTTP/2 connection.
+//!
+//! - Balancing: power of two choices over peak-EWMA round-trip time (default 30 ms, decay 10 s)
+//!   times the requests pending on the endpoint.
+//! - Ejection: an endpoint whose connect fails is skipped for a backoff (1 s, doubling up to
+//!   60 s) and then tried again; a success resets it. When every endpoint is ejected, all are
+//!   tried (better a probe than a certain failure).
+//! - Retries: a failed connect is retried once on another endpoint; a pooled connection that
+//!   turns out closed before the request was written is replaced once. A request is never
+//!   retried after bytes of it were sent.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use http::Uri;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use crate::error::ConnectError;
+use crate::error::{ConnectError, Error};
 use crate::io::Metered;
 use crate::metrics::{Label, Metrics, TcpLabels};
-use crate::resolve::Resolver;
+use crate::resolve::{Endpoints, Resolver};
+use crate::target::Target;
 
-/// A pooled client over [`Connector`].
-pub type HttpClient = Client<Connector, Incoming>;
-
-/// Connects to a target's endpoints. The request URI's authority is the target `name:port`, so
-/// the client pools connections per target.
-#[derive(Clone)]
-pub struct Connector {
-    inner: Arc<ConnectorInner>,
-}
-
-struct ConnectorInner {
-    resolver: Resolver,
-    connect_timeout: Duration,
-    metrics: Arc<Metrics>,
-    next: AtomicUsize,
-}
-
-/// The upstream clients, built once.
-pub struct Upstream {
-    /// HTTP/1.1 keep-alive pool.
-    pub http1: HttpClient,
-    /// HTTP/2 prior-knowledge pool (one multiplexed connection per target).
-    pub http2: HttpClient,
-    connector: Connector,
-}
-
-/// How the upstream clients behave.
+/// How the upstream side behaves.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Deadline for one TCP connect.
@@ -58,44 +42,16 @@ pub struct Options {
     pub max_header_list_size: usize,
 }
 
-impl Upstream {
-    /// Builds both clients over one connector.
-    pub fn new(resolver: Resolver, options: Options, metrics: Arc<Metrics>) -> Self {
-        let Options {
-            connect_timeout,
-            pool_idle_timeout: pool_idle,
-            ..
-        } = options;
-        let connector = Connector {
-            inner: Arc::new(ConnectorInner {
-                resolver,
-                connect_timeout,
-                metrics,
-                next: AtomicUsize::new(0),
-            }),
-        };
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(pool_idle)
-            .http1_preserve_header_case(options.preserve_header_case)
-            .http1_max_buf_size(buffer_for(options.max_header_list_size))
-            .http2_max_header_list_size(
-                u32::try_from(options.max_header_list_size).unwrap_or(u32::MAX),
-            )
-            // The gateway sets Host itself (the target authority).
-            .set_host(false);
-        let http1 = builder.build(connector.clone());
-        builder.http2_only(true);
-        let http2 = builder.build(connector.clone());
-        Self {
-            http1,
-            http2,
-            connector,
-        }
-    }
-}
+/// RTT assumed for an endpoint never measured.
+const DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// How fast old RTT samples fade.
+const DECAY: Duration = Duration::from_secs(10);
+/// First ejection backoff.
+const EJECT_MIN: Duration = Duration::from_secs(1);
+/// Longest ejection backoff.
+const EJECT_MAX: Duration = Duration::from_secs(60);
+/// Most idle HTTP/1 connections kept per endpoint.
+const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
 /// An HTTP/1 read buffer that holds a header section of `max_header_list_size` plus the request
 /// or status line (hyper's minimum is 8 KiB).
@@ -103,61 +59,521 @@ pub fn buffer_for(max_header_list_size: usize) -> usize {
     max_header_list_size.max(8192) + 8192
 }
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<Metered<TcpStream>>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
+/// Every target's balancer, built once.
+pub struct Upstream {
+    resolver: Resolver,
+    options: Options,
+    metrics: Arc<Metrics>,
+    balancers: Mutex<HashMap<Arc<str>, Arc<Balancer>>>,
+    seed: AtomicU64,
+}
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
+/// The endpoints of one target.
+struct Balancer {
+    authority: Label,
+    state: Mutex<BalancerState>,
+}
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let name = uri.host().unwrap_or_default();
-            let port = uri.port_u16().unwrap_or(80);
-            inner.connect(name, port).await.map(TokioIo::new)
-        })
-    }
+struct BalancerState {
+    /// The resolver's answer these endpoints were built from.
+    from: Option<Endpoints>,
+    endpoints: Vec<Arc<Endpoint>>,
+}
+
+/// One endpoint: its load, its health, its connections.
+pub struct Endpoint {
+    addr: SocketAddr,
+    pending: AtomicUsize,
+    rtt: Mutex<PeakEwma>,
+    ejection: Mutex<Ejection>,
+    idle: Mutex<Vec<(http1::SendRequest<Incoming>, Instant)>>,
+    http2: tokio::sync::Mutex<Option<http2::SendRequest<Incoming>>>,
+}
+
+struct PeakEwma {
+    value_ns: f64,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Ejection {
+    until: Option<Instant>,
+    backoff: Duration,
 }
 
 impl Upstream {
-    /// Opens a TCP connection to one of `name:port`'s endpoints (opaque sessions).
+    /// Builds the upstream side.
+    pub fn new(resolver: Resolver, options: Options, metrics: Arc<Metrics>) -> Self {
+        Self {
+            resolver,
+            options,
+            metrics,
+            balancers: Mutex::new(HashMap::new()),
+            seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+        }
+    }
+
+    /// Sends `req` to one of `target`'s endpoints over HTTP/1.1 or HTTP/2 (prior knowledge).
+    /// For HTTP/1 the request URI must be in origin form; for HTTP/2 absolute.
     ///
     /// # Errors
-    /// No endpoints, refused, or timed out.
-    pub async fn connect(&self, name: &str, port: u16) -> Result<Metered<TcpStream>, ConnectError> {
-        self.connector.inner.connect(name, port).await
+    /// Resolution, connect (after one retry on another endpoint) or the exchange itself.
+    pub async fn send(
+        &self,
+        target: &Target,
+        req: Request<Incoming>,
+        use_http2: bool,
+    ) -> Result<Response<Incoming>, Error> {
+        let balancer = self.balancer(target).await?;
+        let (endpoint, conn) = self.connect_any(&balancer, use_http2).await?;
+        endpoint.pending.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let result = match conn {
+            Conn::Http1(send) => self.send_http1(&balancer, &endpoint, send, req).await,
+            Conn::Http2(mut send) => send
+                .send_request(req)
+                .await
+                .map_err(|e| Error::Upstream(crate::error::chain(&e))),
+        };
+        endpoint.pending.fetch_sub(1, Ordering::Relaxed);
+        if result.is_ok() {
+            endpoint.observe(start.elapsed());
+        }
+        result
+    }
+
+    async fn send_http1(
+        &self,
+        balancer: &Balancer,
+        endpoint: &Arc<Endpoint>,
+        mut send: http1::SendRequest<Incoming>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, Error> {
+        let upstream = |e: hyper::Error| Error::Upstream(crate::error::chain(&e));
+        let response = match send.try_send_request(req).await {
+            Ok(response) => response,
+            Err(mut e) => match e.take_message() {
+                // Never written (the pooled connection closed under us): once more, fresh.
+                Some(req) => {
+                    let mut fresh = self.http1_conn(balancer, endpoint).await?;
+                    fresh.ready().await.map_err(upstream)?;
+                    let response = fresh.send_request(req).await.map_err(upstream)?;
+                    endpoint.put_idle(fresh);
+                    return Ok(response);
+                }
+                None => return Err(upstream(e.into_error())),
+            },
+        };
+        // Ready again once this response's body has been read; idle until then.
+        endpoint.put_idle(send);
+        Ok(response)
+    }
+
+    /// A raw TCP connection to one of `target`'s endpoints (opaque sessions, CONNECT).
+    ///
+    /// # Errors
+    /// Resolution, or connect failure after one retry on another endpoint.
+    pub async fn connect(&self, target: &Target) -> Result<Metered<TcpStream>, Error> {
+        let balancer = self.balancer(target).await?;
+        let first = balancer.pick(self.random(), None);
+        match self.tcp(&balancer, &first).await {
+            Ok(tcp) => Ok(tcp),
+            Err(e) => {
+                let second = balancer.pick(self.random(), Some(&first));
+                if Arc::ptr_eq(&first, &second) {
+                    return Err(e.into());
+                }
+                Ok(self.tcp(&balancer, &second).await?)
+            }
+        }
+    }
+
+    async fn balancer(&self, target: &Target) -> Result<Arc<Balancer>, Error> {
+        let endpoints = self
+            .resolver
+            .resolve(target.name(), target.port())
+            .await
+            .map_err(|e| Error::Connect(ConnectError::Resolve(e)))?;
+        let balancer = self
+            .balancers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(target.authority().clone())
+            .or_insert_with(|| {
+                Arc::new(Balancer {
+                    authority: Label(target.authority().clone()),
+                    state: Mutex::new(BalancerState {
+                        from: None,
+                        endpoints: Vec::new(),
+                    }),
+                })
+            })
+            .clone();
+        balancer.update(&endpoints);
+        Ok(balancer)
+    }
+
+    /// A connection to a chosen endpoint; a failed connect ejects it and tries another once.
+    async fn connect_any(
+        &self,
+        balancer: &Balancer,
+        use_http2: bool,
+    ) -> Result<(Arc<Endpoint>, Conn), Error> {
+        let first = balancer.pick(self.random(), None);
+        let error = match self.conn(balancer, &first, use_http2).await {
+            Ok(conn) => return Ok((first, conn)),
+            Err(e) => e,
+        };
+        let second = balancer.pick(self.random(), Some(&first));
+        if Arc::ptr_eq(&first, &second) {
+            return Err(error);
+        }
+        let conn = self.conn(balancer, &second, use_http2).await?;
+        Ok((second, conn))
+    }
+
+    async fn conn(
+        &self,
+        balancer: &Balancer,
+        endpoint: &Arc<Endpoint>,
+        use_http2: bool,
+    ) -> Result<Conn, Error> {
+        if use_http2 {
+            let mut slot = endpoint.http2.lock().await;
+            if let Some(send) = slot.as_ref().filter(|s| !s.is_closed()) {
+                return Ok(Conn::Http2(send.clone()));
+            }
+            let tcp = self.tcp(balancer, endpoint).await?;
+            let (send, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(
+                    u32::try_from(self.options.max_header_list_size).unwrap_or(u32::MAX),
+                )
+                .handshake(TokioIo::new(tcp))
+                .await
+                .map_err(|e| Error::Upstream(crate::error::chain(&e)))?;
+            tokio::spawn(conn);
+            *slot = Some(send.clone());
+            return Ok(Conn::Http2(send));
+        }
+        if let Some(send) = endpoint.take_idle(self.options.pool_idle_timeout) {
+            return Ok(Conn::Http1(send));
+        }
+        let mut send = self.http1_conn(balancer, endpoint).await?;
+        send.ready()
+            .await
+            .map_err(|e| Error::Upstream(crate::error::chain(&e)))?;
+        Ok(Conn::Http1(send))
+    }
+
+    async fn http1_conn(
+        &self,
+        balancer: &Balancer,
+        endpoint: &Arc<Endpoint>,
+    ) -> Result<http1::SendRequest<Incoming>, Error> {
+        let tcp = self.tcp(balancer, endpoint).await?;
+        let (send, conn) = http1::Builder::new()
+            .preserve_header_case(self.options.preserve_header_case)
+            .max_buf_size(buffer_for(self.options.max_header_list_size))
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| Error::Upstream(crate::error::chain(&e)))?;
+        // Upgrades (WebSocket) take the connection over after a 101.
+        tokio::spawn(conn.with_upgrades());
+        Ok(send)
+    }
+
+    /// A TCP connection to `endpoint`; failure ejects it, success clears its ejection.
+    async fn tcp(
+        &self,
+        balancer: &Balancer,
+        endpoint: &Endpoint,
+    ) -> Result<Metered<TcpStream>, ConnectError> {
+        let addr = endpoint.addr;
+        let timeout = self.options.connect_timeout;
+        let result = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => Ok(tcp),
+            Ok(Err(source)) => Err(ConnectError::Refused { addr, source }),
+            Err(_) => Err(ConnectError::Timeout(timeout)),
+        };
+        match result {
+            Ok(tcp) => {
+                endpoint.restore();
+                let _ = tcp.set_nodelay(true);
+                let record = self
+                    .metrics
+                    .open_connection(TcpLabels::outbound(balancer.authority.clone()));
+                Ok(Metered::with_record(tcp, record))
+            }
+            Err(e) => {
+                let backoff = endpoint.eject();
+                tracing::warn!(target = &*balancer.authority.0, %addr, error = %e, ?backoff, "endpoint ejected");
+                self.metrics.endpoint_ejected(&balancer.authority);
+                Err(e)
+            }
+        }
+    }
+
+    /// A cheap pseudo-random number (xorshift) for the two choices.
+    fn random(&self) -> u64 {
+        let mut x = self
+            .seed
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x
     }
 }
 
-impl ConnectorInner {
-    async fn connect(&self, name: &str, port: u16) -> Result<Metered<TcpStream>, ConnectError> {
-        let endpoints = self.resolver.resolve(name, port).await?;
-        let first = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut last_error = None;
-        // One safe retry: a refused connect sent nothing, so another endpoint may be tried.
-        for attempt in 0..endpoints.len().min(2) {
-            let addr = endpoints[(first + attempt) % endpoints.len()];
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(tcp)) => {
-                    let _ = tcp.set_nodelay(true);
-                    let authority = Label::from(format!("{name}:{port}").as_str());
-                    let record = self.metrics.open_connection(TcpLabels::outbound(authority));
-                    return Ok(Metered::with_record(tcp, record));
-                }
-                Ok(Err(source)) => {
-                    tracing::debug!(%addr, error = %source, "upstream connect failed");
-                    last_error = Some(ConnectError::Refused { addr, source });
-                }
-                Err(_) => last_error = Some(ConnectError::Timeout(self.connect_timeout)),
+enum Conn {
+    Http1(http1::SendRequest<Incoming>),
+    Http2(http2::SendRequest<Incoming>),
+}
+
+impl Balancer {
+    /// Rebuilds the endpoint list when the resolver's answer changed, keeping the state of
+    /// endpoints that remain.
+    fn update(&self, endpoints: &Endpoints) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state
+            .from
+            .as_ref()
+            .is_some_and(|from| Arc::ptr_eq(from, endpoints) || **from == **endpoints)
+        {
+            return;
+        }
+        let old = std::mem::take(&mut state.endpoints);
+        state.endpoints = endpoints
+            .iter()
+            .map(|addr| {
+                old.iter()
+                    .find(|e| e.addr == *addr)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(*addr)))
+            })
+            .collect();
+        state.from = Some(endpoints.clone());
+    }
+
+    /// Power of two choices among endpoints not ejected (all of them when every one is), never
+    /// `avoid` when there is another.
+    fn pick(&self, random: u64, avoid: Option<&Arc<Endpoint>>) -> Arc<Endpoint> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let usable: Vec<&Arc<Endpoint>> = state
+            .endpoints
+            .iter()
+            .filter(|e| avoid.is_none_or(|a| !Arc::ptr_eq(a, e)))
+            .collect();
+        let healthy: Vec<&Arc<Endpoint>> = usable
+            .iter()
+            .copied()
+            .filter(|e| !e.is_ejected(now))
+            .collect();
+        let pool = match (healthy.is_empty(), usable.is_empty()) {
+            (false, _) => healthy,
+            (true, false) => usable,
+            // Only `avoid` is left (or nothing, which resolution rules out).
+            (true, true) => return avoid.cloned().unwrap_or_else(|| state.endpoints[0].clone()),
+        };
+        let n = pool.len() as u64;
+        if n == 1 {
+            return pool[0].clone();
+        }
+        let a = (random % n) as usize;
+        let mut b = ((random >> 32) % (n - 1)) as usize;
+        if b >= a {
+            b += 1;
+        }
+        let (ea, eb) = (pool[a], pool[b]);
+        if ea.cost(now) <= eb.cost(now) {
+            ea.clone()
+        } else {
+            eb.clone()
+        }
+    }
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            pending: AtomicUsize::new(0),
+            rtt: Mutex::new(PeakEwma {
+                value_ns: DEFAULT_RTT.as_nanos() as f64,
+                at: Instant::now(),
+            }),
+            ejection: Mutex::new(Ejection::default()),
+            idle: Mutex::new(Vec::new()),
+            http2: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Peak-EWMA RTT × (pending + 1): the load P2C compares.
+    fn cost(&self, now: Instant) -> f64 {
+        let rtt = self.rtt.lock().unwrap_or_else(PoisonError::into_inner);
+        let decayed = rtt.decayed(now);
+        decayed * (self.pending.load(Ordering::Relaxed) + 1) as f64
+    }
+
+    fn observe(&self, sample: Duration) {
+        let now = Instant::now();
+        let mut rtt = self.rtt.lock().unwrap_or_else(PoisonError::into_inner);
+        let sample = sample.as_nanos() as f64;
+        rtt.value_ns = if sample > rtt.value_ns {
+            sample // peak: a slow response counts at once
+        } else {
+            let w = (-(now.saturating_duration_since(rtt.at).as_secs_f64()) / DECAY.as_secs_f64())
+                .exp();
+            rtt.value_ns * w + sample * (1.0 - w)
+        };
+        rtt.at = now;
+    }
+
+    fn is_ejected(&self, now: Instant) -> bool {
+        self.ejection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .until
+            .is_some_and(|until| now < until)
+    }
+
+    fn eject(&self) -> Duration {
+        let mut ejection = self.ejection.lock().unwrap_or_else(PoisonError::into_inner);
+        ejection.backoff = (ejection.backoff * 2).clamp(EJECT_MIN, EJECT_MAX);
+        ejection.until = Some(Instant::now() + ejection.backoff);
+        ejection.backoff
+    }
+
+    fn restore(&self) {
+        let mut ejection = self.ejection.lock().unwrap_or_else(PoisonError::into_inner);
+        if ejection.until.is_some() {
+            tracing::info!(addr = %self.addr, "endpoint back in service");
+        }
+        *ejection = Ejection::default();
+    }
+
+    /// An idle HTTP/1 connection ready for a request; closed and expired ones are dropped.
+    fn take_idle(&self, max_idle: Duration) -> Option<http1::SendRequest<Incoming>> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|(send, since)| {
+            !send.is_closed() && now.saturating_duration_since(*since) < max_idle
+        });
+        let ready = idle.iter().rposition(|(send, _)| send.is_ready())?;
+        Some(idle.swap_remove(ready).0)
+    }
+
+    fn put_idle(&self, send: http1::SendRequest<Incoming>) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push((send, Instant::now()));
+        }
+    }
+}
+
+impl PeakEwma {
+    fn decayed(&self, now: Instant) -> f64 {
+        // Without samples the estimate drifts back toward the default.
+        let w =
+            (-(now.saturating_duration_since(self.at).as_secs_f64()) / DECAY.as_secs_f64()).exp();
+        self.value_ns * w + DEFAULT_RTT.as_nanos() as f64 * (1.0 - w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn balancer(addrs: &[&str]) -> Balancer {
+        let b = Balancer {
+            authority: Label::from("web.ns.svc.cluster.local:80"),
+            state: Mutex::new(BalancerState {
+                from: None,
+                endpoints: Vec::new(),
+            }),
+        };
+        let endpoints: Endpoints = addrs.iter().map(|a| a.parse().unwrap()).collect();
+        b.update(&endpoints);
+        b
+    }
+
+    fn endpoint(b: &Balancer, i: usize) -> Arc<Endpoint> {
+        b.state.lock().unwrap().endpoints[i].clone()
+    }
+
+    #[tokio::test]
+    async fn p2c_prefers_the_faster_endpoint() {
+        let b = balancer(&["10.0.0.1:80", "10.0.0.2:80"]);
+        endpoint(&b, 0).observe(Duration::from_millis(1));
+        endpoint(&b, 1).observe(Duration::from_millis(200));
+        let mut fast = 0;
+        for i in 0..1000u64 {
+            if b.pick(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), None).addr == endpoint(&b, 0).addr {
+                fast += 1;
             }
         }
-        Err(
-            last_error.unwrap_or(ConnectError::Resolve(crate::resolve::Error::NoEndpoints(
-                format!("{name}:{port}"),
-            ))),
-        )
+        assert_eq!(fast, 1000, "with two endpoints both are always compared");
+    }
+
+    #[tokio::test]
+    async fn pending_requests_raise_the_cost() {
+        let b = balancer(&["10.0.0.1:80", "10.0.0.2:80"]);
+        endpoint(&b, 0).pending.store(10, Ordering::Relaxed);
+        assert_eq!(b.pick(7, None).addr, endpoint(&b, 1).addr);
+    }
+
+    #[tokio::test]
+    async fn ejected_endpoints_are_skipped_until_all_are() {
+        let b = balancer(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]);
+        endpoint(&b, 0).eject();
+        endpoint(&b, 1).eject();
+        for i in 0..50u64 {
+            assert_eq!(b.pick(i * 7919, None).addr, endpoint(&b, 2).addr);
+        }
+        endpoint(&b, 2).eject();
+        let picked = b.pick(3, None);
+        assert!(
+            b.state
+                .lock()
+                .unwrap()
+                .endpoints
+                .iter()
+                .any(|e| Arc::ptr_eq(e, &picked))
+        );
+        assert_eq!(
+            endpoint(&b, 0).eject(),
+            Duration::from_secs(2),
+            "backoff doubles"
+        );
+        endpoint(&b, 0).restore();
+        assert!(!endpoint(&b, 0).is_ejected(Instant::now()));
+    }
+
+    #[tokio::test]
+    async fn an_avoided_endpoint_is_not_picked_when_another_exists() {
+        let b = balancer(&["10.0.0.1:80", "10.0.0.2:80"]);
+        let first = endpoint(&b, 0);
+        for i in 0..50u64 {
+            assert_eq!(b.pick(i, Some(&first)).addr, endpoint(&b, 1).addr);
+        }
+        let single = balancer(&["10.0.0.9:80"]);
+        let only = endpoint(&single, 0);
+        assert!(Arc::ptr_eq(&single.pick(1, Some(&only)), &only));
+    }
+
+    #[tokio::test]
+    async fn a_new_answer_keeps_the_state_of_remaining_endpoints() {
+        let b = balancer(&["10.0.0.1:80", "10.0.0.2:80"]);
+        let kept = endpoint(&b, 1);
+        kept.eject();
+        let next: Endpoints = ["10.0.0.2:80", "10.0.0.3:80"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        b.update(&next);
+        assert!(Arc::ptr_eq(&endpoint(&b, 0), &kept));
+        assert_eq!(b.state.lock().unwrap().endpoints.len(), 2);
     }
 }

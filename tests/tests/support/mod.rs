@@ -184,12 +184,22 @@ pub async fn assert_refused(client: &MtlsClient) {
 }
 
 /// Polls `f` until it is true, for at most ~5 s (tests never sleep to synchronise).
-pub async fn eventually<F, Fut>(mut f: F) -> bool
+pub async fn eventually<F, Fut>(f: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..500 {
+    eventually_for(std::time::Duration::from_secs(5), f).await
+}
+
+/// Polls `f` every 10 ms until it is true, for at most `limit`.
+pub async fn eventually_for<F, Fut>(limit: std::time::Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
         if f().await {
             return true;
         }
