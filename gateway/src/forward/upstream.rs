@@ -175,16 +175,15 @@ impl Upstream {
     /// Resolution, or connect failure after one retry on another endpoint.
     pub async fn connect(&self, target: &Target) -> Result<Metered<TcpStream>, Error> {
         let balancer = self.balancer(target).await?;
-        let first = balancer.pick(self.random(), None);
+        let first = balancer.first(self.random())?;
         match self.tcp(&balancer, &first).await {
             Ok(tcp) => Ok(tcp),
-            Err(e) => {
-                let second = balancer.pick(self.random(), Some(&first));
-                if Arc::ptr_eq(&first, &second) {
-                    return Err(e.into());
+            Err(e) => match balancer.pick(self.random(), Some(&first)) {
+                Some(second) if !Arc::ptr_eq(&first, &second) => {
+                    Ok(self.tcp(&balancer, &second).await?)
                 }
-                Ok(self.tcp(&balancer, &second).await?)
-            }
+                _ => Err(e.into()),
+            },
         }
     }
 
@@ -219,17 +218,18 @@ impl Upstream {
         balancer: &Balancer,
         use_http2: bool,
     ) -> Result<(Arc<Endpoint>, Conn), Error> {
-        let first = balancer.pick(self.random(), None);
+        let first = balancer.first(self.random())?;
         let error = match self.conn(balancer, &first, use_http2).await {
             Ok(conn) => return Ok((first, conn)),
             Err(e) => e,
         };
-        let second = balancer.pick(self.random(), Some(&first));
-        if Arc::ptr_eq(&first, &second) {
-            return Err(error);
+        match balancer.pick(self.random(), Some(&first)) {
+            Some(second) if !Arc::ptr_eq(&first, &second) => {
+                let conn = self.conn(balancer, &second, use_http2).await?;
+                Ok((second, conn))
+            }
+            _ => Err(error),
         }
-        let conn = self.conn(balancer, &second, use_http2).await?;
-        Ok((second, conn))
     }
 
     async fn conn(
@@ -356,42 +356,46 @@ impl Balancer {
         state.from = Some(endpoints.clone());
     }
 
+    /// The endpoint for a new request, or `NoEndpoints`.
+    fn first(&self, random: u64) -> Result<Arc<Endpoint>, Error> {
+        self.pick(random, None).ok_or_else(|| {
+            Error::Connect(ConnectError::Resolve(crate::resolve::Error::NoEndpoints(
+                self.authority.0.to_string(),
+            )))
+        })
+    }
+
     /// Power of two choices among endpoints not ejected (all of them when every one is), never
-    /// `avoid` when there is another.
-    fn pick(&self, random: u64, avoid: Option<&Arc<Endpoint>>) -> Arc<Endpoint> {
+    /// `avoid` when there is another. Allocates nothing: candidates are counted, then indexed.
+    fn pick(&self, random: u64, avoid: Option<&Arc<Endpoint>>) -> Option<Arc<Endpoint>> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let all = &state.endpoints;
+        if let [only] = all.as_slice() {
+            return Some(only.clone());
+        }
         let now = Instant::now();
-        let usable: Vec<&Arc<Endpoint>> = state
-            .endpoints
-            .iter()
-            .filter(|e| avoid.is_none_or(|a| !Arc::ptr_eq(a, e)))
-            .collect();
-        let healthy: Vec<&Arc<Endpoint>> = usable
-            .iter()
-            .copied()
-            .filter(|e| !e.is_ejected(now))
-            .collect();
-        let pool = match (healthy.is_empty(), usable.is_empty()) {
-            (false, _) => healthy,
-            (true, false) => usable,
-            // Only `avoid` is left (or nothing, which resolution rules out).
-            (true, true) => return avoid.cloned().unwrap_or_else(|| state.endpoints[0].clone()),
+        let allowed = |e: &&Arc<Endpoint>| avoid.is_none_or(|a| !Arc::ptr_eq(a, e));
+        let healthy = |e: &&Arc<Endpoint>| allowed(e) && !e.is_ejected(now);
+        let choose = |filter: &dyn Fn(&&Arc<Endpoint>) -> bool| -> Option<Arc<Endpoint>> {
+            let n = all.iter().filter(|e| filter(e)).count() as u64;
+            let nth = |i: u64| all.iter().filter(|e| filter(e)).nth(i as usize);
+            match n {
+                0 => None,
+                1 => nth(0).cloned(),
+                _ => {
+                    let a = random % n;
+                    let mut b = (random >> 32) % (n - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    let (ea, eb) = (nth(a)?, nth(b)?);
+                    Some(if ea.cost(now) <= eb.cost(now) { ea } else { eb }.clone())
+                }
+            }
         };
-        let n = pool.len() as u64;
-        if n == 1 {
-            return pool[0].clone();
-        }
-        let a = (random % n) as usize;
-        let mut b = ((random >> 32) % (n - 1)) as usize;
-        if b >= a {
-            b += 1;
-        }
-        let (ea, eb) = (pool[a], pool[b]);
-        if ea.cost(now) <= eb.cost(now) {
-            ea.clone()
-        } else {
-            eb.clone()
-        }
+        choose(&healthy)
+            .or_else(|| choose(&allowed))
+            .or_else(|| avoid.cloned())
     }
 }
 
@@ -510,7 +514,11 @@ mod tests {
         endpoint(&b, 1).observe(Duration::from_millis(200));
         let mut fast = 0;
         for i in 0..1000u64 {
-            if b.pick(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), None).addr == endpoint(&b, 0).addr {
+            if b.pick(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), None)
+                .unwrap()
+                .addr
+                == endpoint(&b, 0).addr
+            {
                 fast += 1;
             }
         }
@@ -521,7 +529,7 @@ mod tests {
     async fn pending_requests_raise_the_cost() {
         let b = balancer(&["10.0.0.1:80", "10.0.0.2:80"]);
         endpoint(&b, 0).pending.store(10, Ordering::Relaxed);
-        assert_eq!(b.pick(7, None).addr, endpoint(&b, 1).addr);
+        assert_eq!(b.pick(7, None).unwrap().addr, endpoint(&b, 1).addr);
     }
 
     #[tokio::test]
@@ -530,10 +538,10 @@ mod tests {
         endpoint(&b, 0).eject();
         endpoint(&b, 1).eject();
         for i in 0..50u64 {
-            assert_eq!(b.pick(i * 7919, None).addr, endpoint(&b, 2).addr);
+            assert_eq!(b.pick(i * 7919, None).unwrap().addr, endpoint(&b, 2).addr);
         }
         endpoint(&b, 2).eject();
-        let picked = b.pick(3, None);
+        let picked = b.pick(3, None).unwrap();
         assert!(
             b.state
                 .lock()
@@ -556,11 +564,11 @@ mod tests {
         let b = balancer(&["10.0.0.1:80", "10.0.0.2:80"]);
         let first = endpoint(&b, 0);
         for i in 0..50u64 {
-            assert_eq!(b.pick(i, Some(&first)).addr, endpoint(&b, 1).addr);
+            assert_eq!(b.pick(i, Some(&first)).unwrap().addr, endpoint(&b, 1).addr);
         }
         let single = balancer(&["10.0.0.9:80"]);
         let only = endpoint(&single, 0);
-        assert!(Arc::ptr_eq(&single.pick(1, Some(&only)), &only));
+        assert!(Arc::ptr_eq(&single.pick(1, Some(&only)).unwrap(), &only));
     }
 
     #[tokio::test]
