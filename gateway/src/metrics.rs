@@ -215,6 +215,15 @@ pub struct AuthorityLabels {
     pub authority: Label,
 }
 
+/// A failed upstream connect.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ConnectErrorLabels {
+    /// `name:port`.
+    pub authority: Label,
+    /// `refused` or `timeout`.
+    pub reason: &'static str,
+}
+
 /// Labels of `inbound_{http,tcp}_authz_deny_total`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct DenyLabels {
@@ -394,6 +403,16 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabels, Counter>,
     /// `outbound_endpoint_ejections_total{authority}`.
     pub ejections: Tracked<AuthorityLabels, Counter>,
+    /// `outbound_endpoints{authority}`: endpoints the balancer has for a target.
+    pub endpoints: Family<AuthorityLabels, Gauge>,
+    /// `outbound_pool_idle_connections{authority}`: idle pooled HTTP/1 connections.
+    pub pool_idle: Family<AuthorityLabels, Gauge>,
+    /// `outbound_connect_errors_total{authority,reason}`.
+    pub connect_errors: Tracked<ConnectErrorLabels, Counter>,
+    /// `outbound_connection_wait_ms`: time a request waited for an upstream connection.
+    pub connection_wait: Histogram,
+    /// `gateway_requests_shed_total`: requests refused by the in-flight limit.
+    pub shed: Counter,
     /// `inbound_tcp_errors_total{error}`.
     pub tcp_errors: Family<ErrorLabels, Counter>,
     /// `gateway_handshakes_refused_total{reason}`.
@@ -489,6 +508,11 @@ impl Metrics {
         let tcp_authz_deny = Family::default();
         let policy_reloads = Family::default();
         let ejections = Family::default();
+        let endpoints = Family::default();
+        let pool_idle = Family::default();
+        let connect_errors = Family::default();
+        let connection_wait = latency_histogram();
+        let shed = Counter::default();
         let tcp_errors = Family::default();
         let refused = Family::default();
         let r = &mut registry;
@@ -551,6 +575,31 @@ impl Metrics {
             ejections.clone(),
         );
         r.register(
+            "outbound_endpoints",
+            "Endpoints the balancer has for a target",
+            endpoints.clone(),
+        );
+        r.register(
+            "outbound_pool_idle_connections",
+            "Idle pooled HTTP/1 connections per target",
+            pool_idle.clone(),
+        );
+        r.register(
+            "outbound_connect_errors",
+            "Failed upstream connects, by reason",
+            connect_errors.clone(),
+        );
+        r.register(
+            "outbound_connection_wait_ms",
+            "Time a request waited for an upstream connection, in milliseconds",
+            connection_wait.clone(),
+        );
+        r.register(
+            "gateway_requests_shed",
+            "Requests refused with 503 by the in-flight limit",
+            shed.clone(),
+        );
+        r.register(
             "gateway_policy_reloads",
             "Authorization policy file reloads, by result",
             policy_reloads.clone(),
@@ -609,6 +658,11 @@ impl Metrics {
             tcp_authz_deny: Tracked::new(tcp_authz_deny, &clock),
             policy_reloads,
             ejections: Tracked::new(ejections, &clock),
+            endpoints,
+            pool_idle,
+            connect_errors: Tracked::new(connect_errors, &clock),
+            connection_wait,
+            shed,
             tcp_errors,
             refused,
         };
@@ -645,6 +699,7 @@ impl Metrics {
             + self.tcp_authz_allow.evict(cutoff, |_| false)
             + self.http_authz_deny.evict(cutoff, |_| false)
             + self.ejections.evict(cutoff, |_| false)
+            + self.connect_errors.evict(cutoff, |_| false)
             + self.tcp_authz_deny.evict(cutoff, |_| false)
             + self.tcp_close.evict(cutoff, |l| open(&l.tcp))
             + self.tcp_open.evict(cutoff, open)

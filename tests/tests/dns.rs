@@ -252,6 +252,13 @@ async fn every_a_record_is_an_endpoint_under_concurrent_load() {
     for (ip, served) in ips.iter().zip(&pods) {
         assert!(served.load(Ordering::Relaxed) > 0, "{ip} served nothing");
     }
+    assert_eq!(
+        h.metric(&format!(
+            "outbound_endpoints{{authority=\"{name}:{port}\"}}"
+        ))
+        .await,
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,6 +303,12 @@ async fn a_dead_endpoint_is_ejected_and_no_request_fails() {
         ))
         .await;
     assert!(ejections >= 1, "the dead endpoint was never ejected");
+    let refused = h
+        .metric(&format!(
+            "outbound_connect_errors_total{{authority=\"{target}\",reason=\"refused\"}}"
+        ))
+        .await;
+    assert_eq!(refused, ejections, "every refused connect ejects");
     let served: usize = pods.iter().map(|p| p.load(Ordering::Relaxed)).sum();
     assert_eq!(served, 40);
 }

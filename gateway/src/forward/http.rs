@@ -473,8 +473,8 @@ impl Session {
     fn log(&self, error: &Error, authority: &Label) {
         let (peer, reason, target) = (self.peer.as_str(), error.reason(), &*authority.0);
         if matches!(error, Error::LoadShed) {
-            // Counted in response_total{status_code="503"}; a log line per shed request would
-            // add load exactly when there is too much.
+            // Counted; a log line per shed request would add load exactly when there is too much.
+            self.shared.metrics.shed.inc();
             return tracing::debug!(peer, reason, "request shed");
         }
         match error.blame() {

@@ -25,9 +25,10 @@ use tokio::time::Instant;
 
 use crate::error::{ConnectError, Error};
 use crate::io::Metered;
-use crate::metrics::{Label, Metrics, TcpLabels};
+use crate::metrics::{AuthorityLabels, ConnectErrorLabels, Label, Metrics, TcpLabels};
 use crate::resolve::{Endpoints, Resolver};
 use crate::target::Target;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// How the upstream side behaves.
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +73,10 @@ pub struct Upstream {
 struct Balancer {
     authority: Label,
     state: Mutex<BalancerState>,
+    /// `outbound_endpoints{authority}`.
+    endpoint_count: Gauge,
+    /// `outbound_pool_idle_connections{authority}`.
+    idle_count: Gauge,
 }
 
 struct BalancerState {
@@ -124,8 +129,12 @@ impl Upstream {
         req: Request<Incoming>,
         use_http2: bool,
     ) -> Result<Response<Incoming>, Error> {
+        let waited = Instant::now();
         let balancer = self.balancer(target).await?;
         let (endpoint, conn) = self.connect_any(&balancer, use_http2).await?;
+        self.metrics
+            .connection_wait
+            .observe(waited.elapsed().as_secs_f64() * 1000.0);
         endpoint.pending.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
         let result = match conn {
@@ -158,14 +167,14 @@ impl Upstream {
                     let mut fresh = self.http1_conn(balancer, endpoint).await?;
                     fresh.ready().await.map_err(upstream)?;
                     let response = fresh.send_request(req).await.map_err(upstream)?;
-                    endpoint.put_idle(fresh);
+                    endpoint.put_idle(fresh, &balancer.idle_count);
                     return Ok(response);
                 }
                 None => return Err(upstream(e.into_error())),
             },
         };
         // Ready again once this response's body has been read; idle until then.
-        endpoint.put_idle(send);
+        endpoint.put_idle(send, &balancer.idle_count);
         Ok(response)
     }
 
@@ -199,12 +208,17 @@ impl Upstream {
             .unwrap_or_else(PoisonError::into_inner)
             .entry(target.authority().clone())
             .or_insert_with(|| {
-                Arc::new(Balancer {
+                let labels = AuthorityLabels {
                     authority: Label(target.authority().clone()),
+                };
+                Arc::new(Balancer {
+                    authority: labels.authority.clone(),
                     state: Mutex::new(BalancerState {
                         from: None,
                         endpoints: Vec::new(),
                     }),
+                    endpoint_count: self.metrics.endpoints.get_or_create_owned(&labels),
+                    idle_count: self.metrics.pool_idle.get_or_create_owned(&labels),
                 })
             })
             .clone();
@@ -256,7 +270,8 @@ impl Upstream {
             *slot = Some(send.clone());
             return Ok(Conn::Http2(send));
         }
-        if let Some(send) = endpoint.take_idle(self.options.pool_idle_timeout) {
+        if let Some(send) = endpoint.take_idle(self.options.pool_idle_timeout, &balancer.idle_count)
+        {
             return Ok(Conn::Http1(send));
         }
         let mut send = self.http1_conn(balancer, endpoint).await?;
@@ -306,6 +321,17 @@ impl Upstream {
                 Ok(Metered::with_record(tcp, record))
             }
             Err(e) => {
+                let reason = match e {
+                    ConnectError::Timeout(_) => "timeout",
+                    _ => "refused",
+                };
+                self.metrics
+                    .connect_errors
+                    .get(&ConnectErrorLabels {
+                        authority: balancer.authority.clone(),
+                        reason,
+                    })
+                    .inc();
                 let backoff = endpoint.eject();
                 tracing::warn!(target = &*balancer.authority.0, %addr, error = %e, ?backoff, "endpoint ejected");
                 self.metrics.endpoint_ejected(&balancer.authority);
@@ -344,6 +370,14 @@ impl Balancer {
             return;
         }
         let old = std::mem::take(&mut state.endpoints);
+        for gone in old.iter().filter(|e| !endpoints.contains(&e.addr)) {
+            let idle = gone
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len();
+            self.idle_count.dec_by(i64::try_from(idle).unwrap_or(0));
+        }
         state.endpoints = endpoints
             .iter()
             .map(|addr| {
@@ -354,6 +388,8 @@ impl Balancer {
             })
             .collect();
         state.from = Some(endpoints.clone());
+        self.endpoint_count
+            .set(i64::try_from(state.endpoints.len()).unwrap_or(i64::MAX));
     }
 
     /// The endpoint for a new request, or `NoEndpoints`.
@@ -459,20 +495,24 @@ impl Endpoint {
     }
 
     /// An idle HTTP/1 connection ready for a request; closed and expired ones are dropped.
-    fn take_idle(&self, max_idle: Duration) -> Option<http1::SendRequest<Incoming>> {
+    fn take_idle(&self, max_idle: Duration, count: &Gauge) -> Option<http1::SendRequest<Incoming>> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = idle.len();
         idle.retain(|(send, since)| {
             !send.is_closed() && now.saturating_duration_since(*since) < max_idle
         });
+        count.dec_by(i64::try_from(before - idle.len()).unwrap_or(0));
         let ready = idle.iter().rposition(|(send, _)| send.is_ready())?;
+        count.dec();
         Some(idle.swap_remove(ready).0)
     }
 
-    fn put_idle(&self, send: http1::SendRequest<Incoming>) {
+    fn put_idle(&self, send: http1::SendRequest<Incoming>, count: &Gauge) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
             idle.push((send, Instant::now()));
+            count.inc();
         }
     }
 }
@@ -497,6 +537,8 @@ mod tests {
                 from: None,
                 endpoints: Vec::new(),
             }),
+            endpoint_count: Gauge::default(),
+            idle_count: Gauge::default(),
         };
         let endpoints: Endpoints = addrs.iter().map(|a| a.parse().unwrap()).collect();
         b.update(&endpoints);
