@@ -93,12 +93,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
     }
 }
 
-impl hyper_util::client::legacy::connect::Connection for Metered<tokio::net::TcpStream> {
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        self.inner.connected()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

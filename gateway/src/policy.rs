@@ -291,27 +291,42 @@ impl Policy {
 
 /// The policy in use, replaceable while the gateway runs.
 #[derive(Debug, Default)]
-pub struct Current(RwLock<Arc<Policy>>);
+pub struct Current {
+    policy: RwLock<Arc<Policy>>,
+    /// The policy allows every authenticated caller (no rules, default allow): the common case
+    /// is decided without a lock.
+    allows_all: std::sync::atomic::AtomicBool,
+}
 
 impl Current {
     /// Starts with `policy`.
     pub fn new(policy: Policy) -> Self {
-        Self(RwLock::new(Arc::new(policy)))
+        let current = Self::default();
+        current.set(policy);
+        current
     }
 
     /// The policy for a new decision.
     pub fn get(&self) -> Arc<Policy> {
-        self.0
+        self.policy
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
+    /// Whether every authenticated caller is allowed everywhere (no rules, default allow).
+    pub fn allows_all(&self) -> bool {
+        self.allows_all.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn set(&self, policy: Policy) {
+        let allows_all = policy.rules.is_empty() && !policy.deny_by_default;
         *self
-            .0
+            .policy
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
+        self.allows_all
+            .store(allows_all, std::sync::atomic::Ordering::Release);
     }
 }
 

@@ -197,7 +197,7 @@ where
 }
 
 impl Session {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<InFlight> {
         let start = Instant::now();
         let grpc = is_grpc(req.headers());
         let http1 = req.version() != Version::HTTP_2;
@@ -223,7 +223,10 @@ impl Session {
                     response.status(),
                     start,
                 );
-                return response;
+                return response.map(|body| InFlight {
+                    body,
+                    _permit: None,
+                });
             }
         };
         let (authority, allowed, result) = match self.route(&req) {
@@ -232,7 +235,11 @@ impl Session {
                 allowed,
                 self.forward(&route, req).await,
             ),
-            Err(e) => (Label::default(), Allowed::default(), Err(e)),
+            Err(e) => (
+                Label::default(),
+                self.shared.default_allowed.clone(),
+                Err(e),
+            ),
         };
         let response = match result {
             Ok(response) => response,
@@ -246,12 +253,9 @@ impl Session {
         };
         self.record(&authority, &allowed, response.status(), start);
         // The request stays in flight until its response body has been sent.
-        response.map(|body| {
-            InFlight {
-                body,
-                _permit: permit,
-            }
-            .boxed()
+        response.map(|body| InFlight {
+            body,
+            _permit: Some(permit),
         })
     }
 
@@ -291,6 +295,9 @@ impl Session {
     /// The policy's decision for this caller and `route`; denials are counted (and, in audit
     /// mode, logged and let through).
     fn authorize(&self, route: &Route) -> Result<Allowed, Error> {
+        if self.shared.policy.allows_all() {
+            return Ok(self.shared.default_allowed.clone());
+        }
         let policy = self.shared.policy.get();
         let denied = |mode| DenyLabels {
             srv_kind: "default",
@@ -578,9 +585,9 @@ fn header_list_size(headers: &HeaderMap) -> usize {
 }
 
 /// A response body that holds an in-flight permit until it ends (or is dropped).
-struct InFlight {
+pub struct InFlight {
     body: Body,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl hyper::body::Body for InFlight {
