@@ -498,14 +498,31 @@ impl Endpoint {
     fn take_idle(&self, max_idle: Duration, count: &Gauge) -> Option<http1::SendRequest<Incoming>> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = idle.len();
-        idle.retain(|(send, since)| {
-            !send.is_closed() && now.saturating_duration_since(*since) < max_idle
-        });
-        count.dec_by(i64::try_from(before - idle.len()).unwrap_or(0));
-        let ready = idle.iter().rposition(|(send, _)| send.is_ready())?;
-        count.dec();
-        Some(idle.swap_remove(ready).0)
+        // Oldest first: drop the expired from the front.
+        let expired = idle
+            .iter()
+            .take_while(|(_, since)| now.saturating_duration_since(*since) >= max_idle)
+            .count();
+        if expired > 0 {
+            idle.drain(..expired);
+            count.dec_by(i64::try_from(expired).unwrap_or(0));
+        }
+        // Newest first (warmest); busy ones (a response body still streaming) stay, closed
+        // ones met on the way are dropped.
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let (send, _) = &idle[i];
+            if send.is_ready() {
+                count.dec();
+                return Some(idle.remove(i).0);
+            }
+            if send.is_closed() {
+                count.dec();
+                idle.remove(i);
+            }
+        }
+        None
     }
 
     fn put_idle(&self, send: http1::SendRequest<Incoming>, count: &Gauge) {
