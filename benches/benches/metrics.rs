@@ -15,7 +15,7 @@ fn record(c: &mut Criterion) {
     let cache = RouteCache::default();
     let allowed = Allowed::default();
     c.bench_function("metrics/record_request_cached", |b| {
-        b.iter(|| metrics.record_response(&cache, &authority, &client, &allowed, 200, 1.5))
+        b.iter(|| metrics.record_response(&cache, &authority, &client, Some(&allowed), 200, 1.5))
     });
     c.bench_function("metrics/record_request_lookup", |b| {
         b.iter(|| {
@@ -23,7 +23,7 @@ fn record(c: &mut Criterion) {
                 &RouteCache::default(),
                 &authority,
                 &client,
-                &allowed,
+                Some(&allowed),
                 200,
                 1.5,
             )

@@ -43,8 +43,6 @@ pub struct Shared {
     pub policy: Arc<policy::Current>,
     /// Request limits and timeouts.
     pub limits: Limits,
-    /// What allows requests under the default policy (made once).
-    pub default_allowed: crate::metrics::Allowed,
 }
 
 /// Request limits and timeouts (README "Timeouts and limits").
@@ -372,7 +370,6 @@ pub async fn start(
         drain: drain_rx.clone(),
         policy: policy.clone(),
         limits: Limits::from_config(config),
-        default_allowed: crate::metrics::Allowed::default(),
     });
     let permits = Arc::new(Semaphore::new(config.max_connections));
     tokio::spawn(listener::run(data, shared, permits.clone(), drain_rx));

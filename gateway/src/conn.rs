@@ -12,10 +12,8 @@ use tokio::time::Instant;
 use crate::app::Shared;
 use crate::forward::http::Routing;
 use crate::io::Metered;
-use crate::metrics::{
-    Allowed, AuthzLabels, ByteMeter, DenyLabels, Label, TcpLabels, TransportHeaderLabels,
-};
-use crate::policy::Verdict;
+use crate::metrics::{AuthzLabels, ByteMeter, Label, TcpLabels, TransportHeaderLabels};
+use crate::policy;
 use crate::target::Target;
 use crate::tls::{self, Alpn};
 use crate::transport_header::{self, SessionProtocol, TransportHeader};
@@ -149,36 +147,14 @@ where
                 tracing::debug!(%remote, %peer, "opaque session refused: gateway loop");
                 return Ok(());
             }
-            let policy = shared.policy.get();
             let client_id = Label::from(peer.as_str());
-            let denied = |mode| DenyLabels {
-                srv_kind: "default",
-                srv_name: policy.default_name().clone(),
-                tls: "true",
-                client_id: client_id.clone(),
-                authority: Label(target.authority().clone()),
-                mode,
-            };
-            let allowed = match policy.decide(peer, &target) {
-                Verdict::Allow { kind, name } => Allowed {
-                    srv_name: policy.default_name().clone(),
-                    kind,
-                    name,
-                },
-                Verdict::AuditDeny => {
-                    shared.metrics.authz_denied(false, &denied("audit"));
-                    tracing::info!(%remote, %peer, %target, "policy audit: opaque session would be denied");
-                    Allowed {
-                        srv_name: policy.default_name().clone(),
-                        kind: "audit",
-                        name: policy.default_name().clone(),
-                    }
-                }
-                Verdict::Deny => {
-                    shared.metrics.authz_denied(false, &denied("enforce"));
-                    tracing::debug!(%remote, %peer, %target, "opaque session refused by policy");
-                    return Ok(());
-                }
+            let Some(allowed) = shared.policy.authorize(
+                &shared.metrics,
+                policy::Session::Tcp,
+                (peer, &client_id),
+                (&target, &Label(target.authority().clone())),
+            ) else {
+                return Ok(());
             };
             shared
                 .metrics

@@ -141,8 +141,10 @@ impl Error {
             | Error::Loop
             | Error::Unauthorized
             | Error::HeadersTooLarge
-            | Error::ConnectNotAllowed => Blame::Downstream,
-            Error::LoadShed => Blame::Local,
+            | Error::ConnectNotAllowed
+            // More demand than the limit: logged at debug (a line per shed request would add
+            // load exactly when there is too much) and counted in gateway_requests_shed_total.
+            | Error::LoadShed => Blame::Downstream,
             Error::ResponseTimeout(_) => Blame::Upstream,
             Error::Connect(_) | Error::Upstream(_) => Blame::Upstream,
         }

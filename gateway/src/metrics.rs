@@ -710,7 +710,8 @@ impl Metrics {
 
     /// Records one answered request of `client_id` to `authority` (empty when no target was
     /// accepted): `request_total`, `response_total`, `response_latency_ms`, and
-    /// `inbound_http_authz_allow_total` when a target was accepted. The common case — a
+    /// `inbound_http_authz_allow_total` with what `allowed` it (none when the request was
+    /// refused before authorization). The common case — a
     /// 200 on the session's current route — uses handles cached in `cache`, hashing no label set;
     /// the cache is refreshed (and its label sets marked as used) whenever the eviction clock ticks.
     pub fn record_response(
@@ -718,12 +719,12 @@ impl Metrics {
         cache: &RouteCache,
         authority: &Label,
         client_id: &Label,
-        allowed: &Allowed,
+        allowed: Option<&Allowed>,
         status: u16,
         latency_ms: f64,
     ) {
         let epoch = self.clock.now();
-        if status == 200 {
+        if let (200, Some(allowed)) = (status, allowed) {
             let cached = cache.0.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(hit) = cached.as_ref().filter(|c| {
                 c.epoch == epoch && c.authority == *authority && c.allowed_by == allowed.name
@@ -754,9 +755,9 @@ impl Metrics {
         requests.inc();
         latency.observe(latency_ms);
         responses.inc();
-        if authority.0.is_empty() {
+        let Some(allowed) = allowed else {
             return;
-        }
+        };
         let authz = self
             .http_authz_allow
             .get_owned(&AuthzLabels::allowed(allowed, client_id.clone()));
@@ -993,11 +994,25 @@ mod tests {
         let cache = RouteCache::default();
         let (authority, client) = (Label::from("a.svc.cluster.local:80"), Label::from("c"));
         for _ in 0..3 {
-            metrics.record_response(&cache, &authority, &client, &Allowed::default(), 200, 1.0);
+            metrics.record_response(
+                &cache,
+                &authority,
+                &client,
+                Some(&Allowed::default()),
+                200,
+                1.0,
+            );
         }
-        metrics.record_response(&cache, &authority, &client, &Allowed::default(), 503, 1.0);
+        metrics.record_response(
+            &cache,
+            &authority,
+            &client,
+            Some(&Allowed::default()),
+            503,
+            1.0,
+        );
         let other = Label::from("b.svc.cluster.local:80");
-        metrics.record_response(&cache, &other, &client, &Allowed::default(), 200, 1.0);
+        metrics.record_response(&cache, &other, &client, Some(&Allowed::default()), 200, 1.0);
         let text = metrics.encode();
         let route = "direction=\"outbound\",authority=\"a.svc.cluster.local:80\",tls=\"true\",client_id=\"c\"";
         assert!(

@@ -29,7 +29,7 @@ use std::time::Duration;
 use identity::IdentityName;
 use serde::Deserialize;
 
-use crate::metrics::{Label, Metrics};
+use crate::metrics::{Allowed, DenyLabels, Label, Metrics};
 use crate::target::Target;
 
 /// What the policy decides for one caller and target.
@@ -282,11 +282,6 @@ impl Policy {
             (true, false) => Verdict::Deny,
         }
     }
-
-    /// `srv_name` of the authz metrics: the default policy's name.
-    pub fn default_name(&self) -> &Label {
-        &self.default_name
-    }
 }
 
 /// The policy in use, replaceable while the gateway runs.
@@ -296,6 +291,17 @@ pub struct Current {
     /// The policy allows every authenticated caller (no rules, default allow): the common case
     /// is decided without a lock.
     allows_all: std::sync::atomic::AtomicBool,
+    /// What allows a request in that case (made once).
+    default_allowed: Allowed,
+}
+
+/// Where a decision is enforced, for the deny counters and the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Session {
+    /// An HTTP request (denied: 403).
+    Http,
+    /// An opaque TCP session (denied: closed).
+    Tcp,
 }
 
 impl Current {
@@ -306,17 +312,58 @@ impl Current {
         current
     }
 
-    /// The policy for a new decision.
-    pub fn get(&self) -> Arc<Policy> {
-        self.policy
+    /// Decides for `client` reaching `target` (`authority` is its metric label): what allowed it,
+    /// or `None` when denied. Denials are counted; audit-mode denials are also logged and let
+    /// through.
+    pub fn authorize(
+        &self,
+        metrics: &Metrics,
+        session: Session,
+        client: (&IdentityName, &Label),
+        target: (&Target, &Label),
+    ) -> Option<Allowed> {
+        if self.allows_all.load(std::sync::atomic::Ordering::Acquire) {
+            return Some(self.default_allowed.clone());
+        }
+        let policy = self
+            .policy
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Whether every authenticated caller is allowed everywhere (no rules, default allow).
-    pub fn allows_all(&self) -> bool {
-        self.allows_all.load(std::sync::atomic::Ordering::Acquire)
+            .clone();
+        let denied = |mode| {
+            metrics.authz_denied(
+                session == Session::Http,
+                &DenyLabels {
+                    srv_kind: "default",
+                    srv_name: policy.default_name.clone(),
+                    tls: "true",
+                    client_id: client.1.clone(),
+                    authority: target.1.clone(),
+                    mode,
+                },
+            );
+        };
+        match policy.decide(client.0, target.0) {
+            Verdict::Allow { kind, name } => Some(Allowed {
+                srv_name: policy.default_name.clone(),
+                kind,
+                name,
+            }),
+            Verdict::AuditDeny => {
+                denied("audit");
+                tracing::info!(peer = %client.0, target = %target.0, ?session, "policy audit: would be denied");
+                Some(Allowed {
+                    srv_name: policy.default_name.clone(),
+                    kind: "audit",
+                    name: policy.default_name.clone(),
+                })
+            }
+            Verdict::Deny => {
+                denied("enforce");
+                tracing::debug!(peer = %client.0, target = %target.0, ?session, "denied by policy");
+                None
+            }
+        }
     }
 
     fn set(&self, policy: Policy) {

@@ -27,8 +27,8 @@ use tokio::sync::{Notify, watch};
 use crate::app::Shared;
 use crate::error::{Blame, Error};
 use crate::forwarded;
-use crate::metrics::{Allowed, DenyLabels, Label, RouteCache};
-use crate::policy::Verdict;
+use crate::metrics::{Allowed, Label, RouteCache};
+use crate::policy;
 use crate::target::Target;
 
 /// The body of every response sent downstream.
@@ -203,7 +203,10 @@ impl Session {
         let http1 = req.version() != Version::HTTP_2;
         let permit = self.shared.limits.in_flight.clone().try_acquire_owned();
         let checked = match permit {
-            Err(_) => Err(Error::LoadShed),
+            Err(_) => {
+                self.shared.metrics.shed.inc();
+                Err(Error::LoadShed)
+            }
             Ok(_) if req.method() == http::Method::CONNECT && !self.shared.limits.http_connect => {
                 Err(Error::ConnectNotAllowed)
             }
@@ -217,12 +220,7 @@ impl Session {
             Err(error) => {
                 self.log(&error, &Label::default());
                 let response = error_response(&error, grpc, http1);
-                self.record(
-                    &Label::default(),
-                    &Allowed::default(),
-                    response.status(),
-                    start,
-                );
+                self.record(&Label::default(), None, response.status(), start);
                 return response.map(|body| InFlight {
                     body,
                     _permit: None,
@@ -232,14 +230,10 @@ impl Session {
         let (authority, allowed, result) = match self.route(&req) {
             Ok((route, allowed)) => (
                 route.label.clone(),
-                allowed,
+                Some(allowed),
                 self.forward(&route, req).await,
             ),
-            Err(e) => (
-                Label::default(),
-                self.shared.default_allowed.clone(),
-                Err(e),
-            ),
+            Err(e) => (Label::default(), None, Err(e)),
         };
         let response = match result {
             Ok(response) => response,
@@ -251,7 +245,7 @@ impl Session {
                 error_response(&error, grpc, http1)
             }
         };
-        self.record(&authority, &allowed, response.status(), start);
+        self.record(&authority, allowed.as_ref(), response.status(), start);
         // The request stays in flight until its response body has been sent.
         response.map(|body| InFlight {
             body,
@@ -288,45 +282,17 @@ impl Session {
         if forwarded::has_loop(headers, self.shared.identity.as_str()) {
             return Err(Error::Loop);
         }
-        let allowed = self.authorize(&route)?;
+        let allowed = self
+            .shared
+            .policy
+            .authorize(
+                &self.shared.metrics,
+                policy::Session::Http,
+                (&self.peer, &self.peer_label),
+                (&route.target, &route.label),
+            )
+            .ok_or(Error::Unauthorized)?;
         Ok((route, allowed))
-    }
-
-    /// The policy's decision for this caller and `route`; denials are counted (and, in audit
-    /// mode, logged and let through).
-    fn authorize(&self, route: &Route) -> Result<Allowed, Error> {
-        if self.shared.policy.allows_all() {
-            return Ok(self.shared.default_allowed.clone());
-        }
-        let policy = self.shared.policy.get();
-        let denied = |mode| DenyLabels {
-            srv_kind: "default",
-            srv_name: policy.default_name().clone(),
-            tls: "true",
-            client_id: self.peer_label.clone(),
-            authority: route.label.clone(),
-            mode,
-        };
-        match policy.decide(&self.peer, &route.target) {
-            Verdict::Allow { kind, name } => Ok(Allowed {
-                srv_name: policy.default_name().clone(),
-                kind,
-                name,
-            }),
-            Verdict::AuditDeny => {
-                self.shared.metrics.authz_denied(true, &denied("audit"));
-                tracing::info!(peer = %self.peer, target = %route.target, "policy audit: request would be denied");
-                Ok(Allowed {
-                    srv_name: policy.default_name().clone(),
-                    kind: "audit",
-                    name: policy.default_name().clone(),
-                })
-            }
-            Verdict::Deny => {
-                self.shared.metrics.authz_denied(true, &denied("enforce"));
-                Err(Error::Unauthorized)
-            }
-        }
     }
 
     /// The route `raw` names: the session's last one when the text is the same (the common case:
@@ -465,7 +431,13 @@ impl Session {
         ))
     }
 
-    fn record(&self, authority: &Label, allowed: &Allowed, status: StatusCode, start: Instant) {
+    fn record(
+        &self,
+        authority: &Label,
+        allowed: Option<&Allowed>,
+        status: StatusCode,
+        start: Instant,
+    ) {
         let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
         self.shared.metrics.record_response(
             &self.route_cache,
@@ -479,11 +451,6 @@ impl Session {
 
     fn log(&self, error: &Error, authority: &Label) {
         let (peer, reason, target) = (self.peer.as_str(), error.reason(), &*authority.0);
-        if matches!(error, Error::LoadShed) {
-            // Counted; a log line per shed request would add load exactly when there is too much.
-            self.shared.metrics.shed.inc();
-            return tracing::debug!(peer, reason, "request shed");
-        }
         match error.blame() {
             Blame::Downstream => tracing::debug!(peer, reason, target, %error, "request refused"),
             Blame::Upstream => {
