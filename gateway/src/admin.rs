@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE};
@@ -22,6 +22,7 @@ use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::Metrics;
+use identity::source::unix_seconds;
 
 /// What `/ready` reports on.
 #[derive(Debug)]
@@ -64,11 +65,19 @@ impl Readiness {
         anchors_not_after: i64,
     ) {
         self.cert_not_before
-            .store(unix(not_before), Ordering::Release);
+            .store(unix_seconds(not_before), Ordering::Release);
         self.cert_not_after
-            .store(unix(not_after), Ordering::Release);
+            .store(unix_seconds(not_after), Ordering::Release);
         self.anchors_not_after
             .store(anchors_not_after, Ordering::Release);
+    }
+
+    /// The validity of the credentials in use (Unix seconds): not before, not after.
+    pub fn cert_validity(&self) -> (i64, i64) {
+        (
+            self.cert_not_before.load(Ordering::Acquire),
+            self.cert_not_after.load(Ordering::Acquire),
+        )
     }
 
     /// `Ok` when ready, else the reason.
@@ -76,7 +85,7 @@ impl Readiness {
     /// # Errors
     /// A one-line reason.
     pub fn check(&self) -> Result<(), String> {
-        let now = unix(SystemTime::now());
+        let now = unix_seconds(SystemTime::now());
         if self.draining.load(Ordering::Acquire) {
             return Err("draining".to_owned());
         }
@@ -97,13 +106,6 @@ impl Readiness {
             return Err("every trust anchor has expired".to_owned());
         }
         Ok(())
-    }
-}
-
-fn unix(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
     }
 }
 
@@ -467,19 +469,19 @@ mod tests {
         r.set_credentials(
             now - Duration::from_secs(10),
             now + Duration::from_secs(3600),
-            unix(now) + 7200,
+            unix_seconds(now) + 7200,
         );
         assert!(r.check().is_ok());
         r.set_credentials(
             now - Duration::from_secs(7200),
             now - Duration::from_secs(3600),
-            unix(now) + 7200,
+            unix_seconds(now) + 7200,
         );
         assert!(r.check().unwrap_err().starts_with("certificate expired"));
         r.set_credentials(
             now - Duration::from_secs(10),
             now + Duration::from_secs(3600),
-            unix(now) - 1,
+            unix_seconds(now) - 1,
         );
         assert_eq!(r.check().unwrap_err(), "every trust anchor has expired");
     }
@@ -489,7 +491,7 @@ mod tests {
         let r = Readiness::default();
         r.set_bound();
         let now = SystemTime::now();
-        r.set_credentials(now, now + Duration::from_secs(60), unix(now) + 60);
+        r.set_credentials(now, now + Duration::from_secs(60), unix_seconds(now) + 60);
         r.set_draining();
         assert_eq!(r.check().unwrap_err(), "draining");
     }

@@ -211,20 +211,8 @@ pub fn certifier(config: &Config) -> Result<Option<Certifier>, Problems> {
             None
         }
     };
-    let anchors = anchor_source(config).and_then(|source| {
-        let (what, pem) = match source {
-            AnchorSource::File(path) => (
-                path.display().to_string(),
-                std::fs::read(&path)
-                    .map_err(|e| format!("trust anchors {}: {e}", path.display()))?,
-            ),
-            AnchorSource::Pem(pem) => (
-                "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS".to_owned(),
-                pem.into_bytes(),
-            ),
-        };
-        TrustAnchors::from_pem(&what, &pem).map_err(|e| format!("trust anchors: {e}"))
-    });
+    let anchors = anchor_source(config)
+        .and_then(|source| source.load().map_err(|e| format!("trust anchors: {e}")));
     let anchors = anchors.map_err(|e| problems.push(e)).ok();
     let (Some(local_name), Some(anchors)) = (local_name, anchors) else {
         return Err(Problems(problems));

@@ -38,7 +38,7 @@ pub struct Live {
     admin: watch::Sender<Arc<ServerConfig>>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
-    lifetime: std::sync::Mutex<(SystemTime, SystemTime)>,
+    /// The low-lifetime warning was logged for the certificate in use.
     warned: AtomicBool,
 }
 
@@ -60,7 +60,6 @@ impl Live {
             admin,
             readiness,
             metrics,
-            lifetime: std::sync::Mutex::new((SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH)),
             warned: AtomicBool::new(false),
         });
         live.record(material);
@@ -96,11 +95,6 @@ impl Live {
             identity::source::unix_seconds(creds.not_after()),
             &material.anchors,
         );
-        *self
-            .lifetime
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            (creds.not_before(), creds.not_after());
         self.warned.store(false, Ordering::Relaxed);
         self.check_lifetime(SystemTime::now());
     }
@@ -113,16 +107,15 @@ impl Live {
 
     /// Warns (once per certificate) when less than 20 % of its lifetime is left.
     pub fn check_lifetime(&self, now: SystemTime) {
-        let (not_before, not_after) = *self
-            .lifetime
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let total = not_after.duration_since(not_before).unwrap_or_default();
-        let left = not_after.duration_since(now).unwrap_or_default();
-        if left < total.mul_f64(0.2) && !self.warned.swap(true, Ordering::Relaxed) {
+        let (not_before, not_after) = self.readiness.cert_validity();
+        let total = not_after.saturating_sub(not_before).max(0);
+        let left = not_after
+            .saturating_sub(identity::source::unix_seconds(now))
+            .max(0);
+        if left * 5 < total && !self.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                expires_in = ?left,
-                lifetime = ?total,
+                expires_in_seconds = left,
+                lifetime_seconds = total,
                 "the gateway certificate has less than 20% of its lifetime left; renew it"
             );
         }

@@ -27,6 +27,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use identity::IdentityName;
+use identity::source::Settle;
 use serde::Deserialize;
 
 use crate::metrics::{Allowed, DenyLabels, Label, Metrics};
@@ -384,25 +385,16 @@ pub async fn watch(
     metrics: Arc<Metrics>,
     interval: Duration,
 ) {
-    let mut settled = std::fs::read(&path).ok();
-    let mut pending: Option<Option<Vec<u8>>> = None;
+    let mut reads = Settle::new(std::fs::read(&path).ok());
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = std::fs::read(&path).ok();
-        if now == settled {
-            pending = None;
+        // Parsed only once the bytes are the same on two polls (a finished write).
+        let Some(now) = reads.observe(std::fs::read(&path).ok()) else {
             continue;
-        }
-        // Validate only once the bytes are the same on two polls (a finished write).
-        if pending.as_ref() != Some(&now) {
-            pending = Some(now);
-            continue;
-        }
-        pending = None;
-        settled = now.clone();
-        let parsed = match &now {
+        };
+        let parsed = match now {
             None => Err(vec![format!("{}: cannot be read", path.display())]),
             Some(bytes) => std::str::from_utf8(bytes)
                 .map_err(|_| vec![format!("{}: not UTF-8 text", path.display())])

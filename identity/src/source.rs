@@ -21,6 +21,37 @@ pub enum AnchorSource {
     Pem(String),
 }
 
+impl AnchorSource {
+    /// What to call it in messages.
+    fn what(&self) -> String {
+        match self {
+            AnchorSource::File(path) => path.display().to_string(),
+            AnchorSource::Pem(_) => "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS".to_owned(),
+        }
+    }
+
+    fn read(&self) -> Result<Vec<u8>, String> {
+        match self {
+            AnchorSource::File(path) => {
+                std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))
+            }
+            AnchorSource::Pem(text) => Ok(text.clone().into_bytes()),
+        }
+    }
+
+    /// Reads and parses the bundle now.
+    ///
+    /// # Errors
+    /// An unreadable file, bad PEM, or no usable root.
+    pub fn load(&self) -> Result<TrustAnchors, Error> {
+        let pem = self.read().map_err(|reason| Error::Parse {
+            what: "trust anchors".to_owned(),
+            reason,
+        })?;
+        TrustAnchors::from_pem(&self.what(), &pem)
+    }
+}
+
 /// The files that hold the gateway's credentials.
 #[derive(Clone, Debug)]
 pub struct FileSource {
@@ -55,17 +86,7 @@ impl FileSource {
         Snapshot {
             cert: read(&self.cert),
             key: read(&self.key),
-            anchors: match &self.anchors {
-                AnchorSource::File(path) => read(path),
-                AnchorSource::Pem(text) => Ok(text.clone().into_bytes()),
-            },
-        }
-    }
-
-    fn anchors_what(&self) -> String {
-        match &self.anchors {
-            AnchorSource::File(path) => path.display().to_string(),
-            AnchorSource::Pem(_) => "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS".to_owned(),
+            anchors: self.anchors.read(),
         }
     }
 
@@ -75,7 +96,7 @@ impl FileSource {
             reason: e.clone(),
         };
         let anchors_pem = snapshot.anchors.as_ref().map_err(unreadable)?;
-        let anchors = TrustAnchors::from_pem(&self.anchors_what(), anchors_pem)?;
+        let anchors = TrustAnchors::from_pem(&self.anchors.what(), anchors_pem)?;
         let cert = snapshot.cert.as_ref().map_err(unreadable)?;
         let key = snapshot.key.as_ref().map_err(unreadable)?;
         let credentials = Credentials::from_pem(
@@ -111,8 +132,7 @@ impl FileSource {
         let watcher = Watcher {
             identity: material.credentials.identity().clone(),
             source: self,
-            settled: snapshot,
-            pending: None,
+            reads: Settle::new(snapshot),
         };
         Ok((material, watcher))
     }
@@ -123,10 +143,42 @@ impl FileSource {
 pub struct Watcher {
     source: FileSource,
     identity: IdentityName,
-    /// What was last validated (successfully or not): not reported again.
-    settled: Snapshot,
-    /// Changed bytes seen once, waiting for a second identical read.
-    pending: Option<Snapshot>,
+    reads: Settle<Snapshot>,
+}
+
+/// Successive reads of something polled (file bytes): a new value is reported once it has been
+/// read the same twice in a row (a finished write), and only once.
+#[derive(Debug)]
+pub struct Settle<T> {
+    /// The last value reported (or the first one read): not reported again.
+    settled: T,
+    /// A changed value seen once, waiting for a second identical read.
+    pending: Option<T>,
+}
+
+impl<T: PartialEq> Settle<T> {
+    /// Starts from `current`, which is taken as already handled.
+    pub fn new(current: T) -> Self {
+        Self {
+            settled: current,
+            pending: None,
+        }
+    }
+
+    /// The value just read: `Some` when it is a settled change to report.
+    pub fn observe(&mut self, now: T) -> Option<&T> {
+        if now == self.settled {
+            self.pending = None;
+            return None;
+        }
+        if self.pending.as_ref() != Some(&now) {
+            self.pending = Some(now);
+            return None;
+        }
+        self.pending = None;
+        self.settled = now;
+        Some(&self.settled)
+    }
 }
 
 /// What one poll found.
@@ -143,17 +195,8 @@ impl Watcher {
     /// Reads the files: `None` when nothing changed (or a change is not yet stable), else the
     /// validated result.
     pub fn poll(&mut self) -> Option<Change> {
-        let now = self.source.read();
-        if now == self.settled {
-            self.pending = None;
-            return None;
-        }
-        if self.pending.as_ref() != Some(&now) {
-            self.pending = Some(now);
-            return None;
-        }
-        self.pending = None;
-        let result = self.source.validate(&now).and_then(|material| {
+        let now = self.reads.observe(self.source.read())?;
+        let result = self.source.validate(now).and_then(|material| {
             let named = material.credentials.identity();
             if named == &self.identity {
                 Ok(material)
@@ -167,7 +210,6 @@ impl Watcher {
                 })
             }
         });
-        self.settled = now;
         Some(match result {
             Ok(material) => Change::Updated(Box::new(material)),
             Err(e) => Change::Refused(e),
@@ -231,6 +273,16 @@ mod tests {
         let (material, watcher) = dir.source().load_and_watch().unwrap();
         assert_eq!(material.credentials.identity().as_str(), ID);
         (dir, ca, watcher)
+    }
+
+    #[test]
+    fn settle_reports_a_change_once_after_two_identical_reads() {
+        let mut reads = Settle::new(1);
+        assert_eq!(reads.observe(1), None);
+        assert_eq!(reads.observe(2), None, "seen once");
+        assert_eq!(reads.observe(3), None, "moved on: wait again");
+        assert_eq!(reads.observe(3), Some(&3));
+        assert_eq!(reads.observe(3), None, "reported once");
     }
 
     #[test]
