@@ -26,6 +26,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::app::Shared;
 use crate::error::{Blame, Error};
+use crate::forward::upstream::Balancer;
 use crate::forwarded;
 use crate::metrics::{Allowed, Label, RouteCache};
 use crate::policy;
@@ -76,19 +77,15 @@ struct Route {
     forwarded: HeaderValue,
     /// The `authority` metric label.
     label: Label,
-    /// The target, for policy decisions.
-    target: Target,
+    /// The target's endpoints and connections (shared with every session to it).
+    balancer: Arc<Balancer>,
     /// Deadline for the response headers.
     response_timeout: Option<Duration>,
 }
 
 impl Route {
-    fn new(
-        target: Target,
-        gateway: &str,
-        peer: &str,
-        response_timeout: Option<Duration>,
-    ) -> Result<Self, Error> {
+    fn new(target: &Target, shared: &Shared, peer: &str) -> Result<Self, Error> {
+        let gateway = shared.identity.as_str();
         // A checked target is a DNS name and a port, and identities are visible ASCII: these
         // conversions only fail on a bug, reported as a local error rather than a panic.
         let invalid = |what: &str| Error::Upstream(format!("invalid {what} for {target}"));
@@ -105,8 +102,8 @@ impl Route {
             ))
             .map_err(|_| invalid("Forwarded"))?,
             label: Label(target.authority().clone()),
-            target,
-            response_timeout,
+            balancer: shared.upstream.balancer(target),
+            response_timeout: shared.limits.response_timeout_for(target.authority()),
         })
     }
 }
@@ -289,7 +286,7 @@ impl Session {
                 &self.shared.metrics,
                 policy::Session::Http,
                 (&self.peer, &self.peer_label),
-                (&route.target, &route.label),
+                (route.balancer.target(), &route.label),
             )
             .ok_or(Error::Unauthorized)?;
         Ok((route, allowed))
@@ -308,13 +305,7 @@ impl Session {
             return Ok(route.clone());
         }
         let target = Target::parse(raw, &self.shared.suffixes)?;
-        let timeout = self.shared.limits.response_timeout_for(target.authority());
-        let route = Arc::new(Route::new(
-            target,
-            self.shared.identity.as_str(),
-            self.peer.as_str(),
-            timeout,
-        )?);
+        let route = Arc::new(Route::new(&target, &self.shared, self.peer.as_str())?);
         *last = Some((raw.to_owned(), route.clone()));
         Ok(route)
     }
@@ -369,7 +360,7 @@ impl Session {
         } else {
             headers.remove(HOST);
         }
-        let sent = upstream.send(&route.target, req, !http1);
+        let sent = upstream.send(&route.balancer, req, !http1);
         let mut response = match route.response_timeout {
             Some(deadline) => tokio::time::timeout(deadline, sent)
                 .await
@@ -411,7 +402,7 @@ impl Session {
         route: &Route,
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, Error> {
-        let tcp = self.shared.upstream.connect(&route.target).await?;
+        let tcp = self.shared.upstream.connect(&route.balancer).await?;
         let downstream = hyper::upgrade::on(&mut req);
         let label = route.label.clone();
         tokio::spawn(async move {

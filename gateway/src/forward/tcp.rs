@@ -20,7 +20,8 @@ pub async fn proxy<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut upstream = shared.upstream.connect(target).await?;
+    let balancer = shared.upstream.balancer(target);
+    let mut upstream = shared.upstream.connect(&balancer).await?;
     tokio::io::copy_bidirectional(downstream, &mut upstream)
         .await
         .map_err(|e| Error::Upstream(e.to_string()))

@@ -69,8 +69,10 @@ pub struct Upstream {
     seed: AtomicU64,
 }
 
-/// The endpoints of one target.
-struct Balancer {
+/// The endpoints of one target, their load and their connections; shared by every session that
+/// talks to the target (sessions keep theirs with their route).
+pub struct Balancer {
+    target: Target,
     authority: Label,
     state: Mutex<BalancerState>,
     /// `outbound_endpoints{authority}`.
@@ -118,27 +120,55 @@ impl Upstream {
         }
     }
 
-    /// Sends `req` to one of `target`'s endpoints over HTTP/1.1 or HTTP/2 (prior knowledge).
+    /// The balancer of `target`, created on first use.
+    pub fn balancer(&self, target: &Target) -> Arc<Balancer> {
+        self.balancers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(target.authority().clone())
+            .or_insert_with(|| {
+                let labels = AuthorityLabels {
+                    authority: Label(target.authority().clone()),
+                };
+                Arc::new(Balancer {
+                    target: target.clone(),
+                    authority: labels.authority.clone(),
+                    state: Mutex::new(BalancerState {
+                        from: None,
+                        endpoints: Vec::new(),
+                    }),
+                    endpoint_count: self.metrics.endpoints.get_or_create_owned(&labels),
+                    idle_count: self.metrics.pool_idle.get_or_create_owned(&labels),
+                })
+            })
+            .clone()
+    }
+
+    /// Sends `req` to one of the balancer's endpoints over HTTP/1.1 or HTTP/2 (prior knowledge).
     /// For HTTP/1 the request URI must be in origin form; for HTTP/2 absolute.
     ///
     /// # Errors
     /// Resolution, connect (after one retry on another endpoint) or the exchange itself.
     pub async fn send(
         &self,
-        target: &Target,
+        balancer: &Balancer,
         req: Request<Incoming>,
         use_http2: bool,
     ) -> Result<Response<Incoming>, Error> {
         let waited = Instant::now();
-        let balancer = self.balancer(target).await?;
-        let (endpoint, conn) = self.connect_any(&balancer, use_http2).await?;
+        self.refresh(balancer).await?;
+        let (endpoint, conn) = self
+            .with_retry(balancer, |endpoint| async move {
+                self.conn(balancer, &endpoint, use_http2).await
+            })
+            .await?;
         self.metrics
             .connection_wait
             .observe(waited.elapsed().as_secs_f64() * 1000.0);
         endpoint.pending.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
         let result = match conn {
-            Conn::Http1(send) => self.send_http1(&balancer, &endpoint, send, req).await,
+            Conn::Http1(send) => self.send_http1(balancer, &endpoint, send, req).await,
             Conn::Http2(mut send) => send
                 .send_request(req)
                 .await
@@ -178,71 +208,55 @@ impl Upstream {
         Ok(response)
     }
 
-    /// A raw TCP connection to one of `target`'s endpoints (opaque sessions, CONNECT).
+    /// A raw TCP connection to one of the balancer's endpoints (opaque sessions, CONNECT).
     ///
     /// # Errors
     /// Resolution, or connect failure after one retry on another endpoint.
-    pub async fn connect(&self, target: &Target) -> Result<Metered<TcpStream>, Error> {
-        let balancer = self.balancer(target).await?;
-        let first = balancer.first(self.random())?;
-        match self.tcp(&balancer, &first).await {
-            Ok(tcp) => Ok(tcp),
-            Err(e) => match balancer.pick(self.random(), Some(&first)) {
-                Some(second) if !Arc::ptr_eq(&first, &second) => {
-                    Ok(self.tcp(&balancer, &second).await?)
-                }
-                _ => Err(e.into()),
-            },
-        }
+    pub async fn connect(&self, balancer: &Balancer) -> Result<Metered<TcpStream>, Error> {
+        self.refresh(balancer).await?;
+        let (_, tcp) = self
+            .with_retry(balancer, |endpoint| async move {
+                self.tcp(balancer, &endpoint).await
+            })
+            .await?;
+        Ok(tcp)
     }
 
-    async fn balancer(&self, target: &Target) -> Result<Arc<Balancer>, Error> {
+    /// Brings the balancer's endpoints up to date with the resolver (cached DNS or static).
+    async fn refresh(&self, balancer: &Balancer) -> Result<(), Error> {
+        let target = &balancer.target;
         let endpoints = self
             .resolver
             .resolve(target.name(), target.port())
             .await
             .map_err(|e| Error::Connect(ConnectError::Resolve(e)))?;
-        let balancer = self
-            .balancers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(target.authority().clone())
-            .or_insert_with(|| {
-                let labels = AuthorityLabels {
-                    authority: Label(target.authority().clone()),
-                };
-                Arc::new(Balancer {
-                    authority: labels.authority.clone(),
-                    state: Mutex::new(BalancerState {
-                        from: None,
-                        endpoints: Vec::new(),
-                    }),
-                    endpoint_count: self.metrics.endpoints.get_or_create_owned(&labels),
-                    idle_count: self.metrics.pool_idle.get_or_create_owned(&labels),
-                })
-            })
-            .clone();
         balancer.update(&endpoints);
-        Ok(balancer)
+        Ok(())
     }
 
-    /// A connection to a chosen endpoint; a failed connect ejects it and tries another once.
-    async fn connect_any(
+    /// Runs `attempt` on a chosen endpoint and, when it fails (nothing of a request has been
+    /// sent yet), once more on another endpoint.
+    async fn with_retry<T, E, F, Fut>(
         &self,
         balancer: &Balancer,
-        use_http2: bool,
-    ) -> Result<(Arc<Endpoint>, Conn), Error> {
+        mut attempt: F,
+    ) -> Result<(Arc<Endpoint>, T), Error>
+    where
+        F: FnMut(Arc<Endpoint>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        Error: From<E>,
+    {
         let first = balancer.first(self.random())?;
-        let error = match self.conn(balancer, &first, use_http2).await {
-            Ok(conn) => return Ok((first, conn)),
+        let error = match attempt(first.clone()).await {
+            Ok(value) => return Ok((first, value)),
             Err(e) => e,
         };
         match balancer.pick(self.random(), Some(&first)) {
             Some(second) if !Arc::ptr_eq(&first, &second) => {
-                let conn = self.conn(balancer, &second, use_http2).await?;
-                Ok((second, conn))
+                let value = attempt(second.clone()).await?;
+                Ok((second, value))
             }
-            _ => Err(error),
+            _ => Err(error.into()),
         }
     }
 
@@ -358,6 +372,11 @@ enum Conn {
 }
 
 impl Balancer {
+    /// The target it balances.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
     /// Rebuilds the endpoint list when the resolver's answer changed, keeping the state of
     /// endpoints that remain.
     fn update(&self, endpoints: &Endpoints) {
@@ -548,7 +567,13 @@ mod tests {
     use super::*;
 
     fn balancer(addrs: &[&str]) -> Balancer {
+        let target = Target::parse(
+            "web.ns.svc.cluster.local:80",
+            &crate::target::Suffixes::default(),
+        )
+        .unwrap();
         let b = Balancer {
+            target,
             authority: Label::from("web.ns.svc.cluster.local:80"),
             state: Mutex::new(BalancerState {
                 from: None,
