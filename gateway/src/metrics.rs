@@ -169,11 +169,6 @@ pub struct AuthzLabels {
 }
 
 impl AuthzLabels {
-    /// The default policy's allow of `client_id`.
-    pub fn default_allow(client_id: Label) -> Self {
-        Self::allowed(&Allowed::default(), client_id)
-    }
-
     /// `client_id` allowed by `by`.
     pub fn allowed(by: &Allowed, client_id: Label) -> Self {
         Self {

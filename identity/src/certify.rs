@@ -386,21 +386,32 @@ mod tests {
         path
     }
 
-    fn certifier(server: &IdentityServer, ca: &TestCa, token: PathBuf) -> Certifier {
-        Certifier::new(
-            CertifyConfig {
-                svc_addr: server.addr.to_string(),
-                svc_name: server.name.clone(),
-                token_file: token,
-                local_name: LOCAL.parse().unwrap(),
-                min_refresh: Duration::from_secs(10),
-                max_refresh: Duration::from_secs(86_400),
-                timeout: Duration::from_secs(10),
-                key_dir: None,
-            },
-            ca.anchors(),
+    /// A config for `LOCAL` with Linkerd's refresh bounds.
+    fn config(svc_addr: String, svc_name: String, token_file: PathBuf) -> CertifyConfig {
+        CertifyConfig {
+            svc_addr,
+            svc_name,
+            token_file,
+            local_name: LOCAL.parse().unwrap(),
+            min_refresh: Duration::from_secs(10),
+            max_refresh: Duration::from_secs(86_400),
+            timeout: Duration::from_secs(10),
+            key_dir: None,
+        }
+    }
+
+    /// A config that is never used to call anything.
+    fn offline() -> CertifyConfig {
+        config(
+            "127.0.0.1:1".to_owned(),
+            "identity.certify.mesh".to_owned(),
+            PathBuf::from("/nonexistent"),
         )
-        .unwrap()
+    }
+
+    fn certifier(server: &IdentityServer, ca: &TestCa, token: PathBuf) -> Certifier {
+        let config = config(server.addr.to_string(), server.name.clone(), token);
+        Certifier::new(config, ca.anchors()).unwrap()
     }
 
     #[tokio::test]
@@ -455,17 +466,7 @@ mod tests {
     #[test]
     fn an_expired_or_foreign_answer_is_refused() {
         let ca = TestCa::new("certify.mesh");
-        let config = CertifyConfig {
-            svc_addr: "127.0.0.1:1".to_owned(),
-            svc_name: "identity.certify.mesh".to_owned(),
-            token_file: PathBuf::from("/nonexistent"),
-            local_name: LOCAL.parse().unwrap(),
-            min_refresh: Duration::from_secs(10),
-            max_refresh: Duration::from_secs(86_400),
-            timeout: Duration::from_secs(1),
-            key_dir: None,
-        };
-        let certifier = Certifier::new(config, ca.anchors()).unwrap();
+        let certifier = Certifier::new(offline(), ca.anchors()).unwrap();
         let chain = ca
             .issuer()
             .sign_csr(
@@ -517,14 +518,8 @@ mod tests {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         std::fs::write(dir.join("key.p8"), key.serialize_der()).unwrap();
         let config = CertifyConfig {
-            svc_addr: "127.0.0.1:1".to_owned(),
-            svc_name: "identity.certify.mesh".to_owned(),
-            token_file: PathBuf::from("/nonexistent"),
-            local_name: LOCAL.parse().unwrap(),
-            min_refresh: Duration::from_secs(10),
-            max_refresh: Duration::from_secs(86_400),
-            timeout: Duration::from_secs(1),
             key_dir: Some(dir.clone()),
+            ..offline()
         };
         let certifier = Certifier::new(config, ca.anchors()).unwrap();
         let csr =
