@@ -45,6 +45,15 @@ pub enum Error {
 /// The addresses of one target, shared by every caller.
 pub type Endpoints = Arc<[SocketAddr]>;
 
+/// A target's endpoints and until when they hold.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The addresses.
+    pub endpoints: Endpoints,
+    /// When to ask again: the DNS answer's expiry; `None` for static endpoints (never).
+    pub valid_until: Option<Instant>,
+}
+
 /// Static endpoints of one name, per port.
 type PortMap = Vec<(u16, Endpoints)>;
 
@@ -130,11 +139,14 @@ impl Resolver {
     ///
     /// # Errors
     /// `NoEndpoints`, `NxDomain` or `Dns`. Cancel-safe.
-    pub async fn resolve(&self, name: &str, port: u16) -> Result<Endpoints, Error> {
+    pub async fn resolve(&self, name: &str, port: u16) -> Result<Resolved, Error> {
         if let Some(ports) = self.statics.get(name)
             && let Some((_, addrs)) = ports.iter().find(|(p, _)| *p == port)
         {
-            return Ok(addrs.clone());
+            return Ok(Resolved {
+                endpoints: addrs.clone(),
+                valid_until: None,
+            });
         }
         let Some(dns) = &self.dns else {
             return Err(Error::Dns {
@@ -142,8 +154,11 @@ impl Resolver {
                 reason: "no DNS resolver configured".to_owned(),
             });
         };
-        let ips = dns.clone().ips(name).await?;
-        Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
+        let (ips, valid_until) = dns.clone().ips(name).await?;
+        Ok(Resolved {
+            endpoints: ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
+            valid_until: Some(valid_until),
+        })
     }
 }
 
@@ -177,15 +192,16 @@ fn build_resolver(options: &DnsOptions) -> Result<TokioResolver, String> {
 }
 
 impl Dns {
-    /// The addresses of `name`: cached, stale while a refresh runs, or queried now.
-    async fn ips(self: Arc<Self>, name: &str) -> Result<Arc<[IpAddr]>, Error> {
+    /// The addresses of `name` and until when they hold: cached, stale while a refresh runs
+    /// (already expired, so the caller asks again soon), or queried now.
+    async fn ips(self: Arc<Self>, name: &str) -> Result<(Arc<[IpAddr]>, Instant), Error> {
         let now = Instant::now();
         {
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(entry) = cache.get_mut(name) {
                 entry.last_used = now;
                 if now < entry.valid_until {
-                    return entry.answer.clone();
+                    return entry.answer.clone().map(|ips| (ips, entry.valid_until));
                 }
                 if let Ok(stale) = &entry.answer {
                     // Serve the stale answer; one background query refreshes it.
@@ -197,13 +213,13 @@ impl Dns {
                             dns.store(name, answer, valid_until);
                         });
                     }
-                    return Ok(stale.clone());
+                    return Ok((stale.clone(), now));
                 }
             }
         }
         let (answer, valid_until) = self.query(name).await;
         self.store(Arc::from(name), answer.clone(), valid_until);
-        answer
+        answer.map(|ips| (ips, valid_until))
     }
 
     async fn query(&self, name: &str) -> (Result<Arc<[IpAddr]>, Error>, Instant) {
@@ -277,12 +293,11 @@ mod tests {
         let target = Target::parse("web.ns.svc.cluster.local:80", &Suffixes::default()).unwrap();
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let resolver = Resolver::new([(target, vec![addr])], DnsOptions::default());
-        assert_eq!(
-            &*resolver
-                .resolve("web.ns.svc.cluster.local", 80)
-                .await
-                .unwrap(),
-            &[addr]
-        );
+        let resolved = resolver
+            .resolve("web.ns.svc.cluster.local", 80)
+            .await
+            .unwrap();
+        assert_eq!(&*resolved.endpoints, &[addr]);
+        assert_eq!(resolved.valid_until, None, "static endpoints never expire");
     }
 }

@@ -84,6 +84,8 @@ pub struct Balancer {
 struct BalancerState {
     /// The resolver's answer these endpoints were built from.
     from: Option<Endpoints>,
+    /// Until when that answer holds (`None`: static, forever); asked again after.
+    until: Option<Instant>,
     endpoints: Vec<Arc<Endpoint>>,
 }
 
@@ -135,6 +137,7 @@ impl Upstream {
                     authority: labels.authority.clone(),
                     state: Mutex::new(BalancerState {
                         from: None,
+                        until: None,
                         endpoints: Vec::new(),
                     }),
                     endpoint_count: self.metrics.endpoints.get_or_create_owned(&labels),
@@ -222,15 +225,19 @@ impl Upstream {
         Ok(tcp)
     }
 
-    /// Brings the balancer's endpoints up to date with the resolver (cached DNS or static).
+    /// Brings the balancer's endpoints up to date with the resolver once its last answer has
+    /// expired (static endpoints never do): no resolution on the request path otherwise.
     async fn refresh(&self, balancer: &Balancer) -> Result<(), Error> {
+        if balancer.is_fresh(Instant::now()) {
+            return Ok(());
+        }
         let target = &balancer.target;
-        let endpoints = self
+        let resolved = self
             .resolver
             .resolve(target.name(), target.port())
             .await
             .map_err(|e| Error::Connect(ConnectError::Resolve(e)))?;
-        balancer.update(&endpoints);
+        balancer.update(&resolved.endpoints, resolved.valid_until);
         Ok(())
     }
 
@@ -379,8 +386,14 @@ impl Balancer {
 
     /// Rebuilds the endpoint list when the resolver's answer changed, keeping the state of
     /// endpoints that remain.
-    fn update(&self, endpoints: &Endpoints) {
+    fn is_fresh(&self, now: Instant) -> bool {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.from.is_some() && state.until.is_none_or(|until| now < until)
+    }
+
+    fn update(&self, endpoints: &Endpoints, until: Option<Instant>) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.until = until;
         if state
             .from
             .as_ref()
@@ -577,13 +590,14 @@ mod tests {
             authority: Label::from("web.ns.svc.cluster.local:80"),
             state: Mutex::new(BalancerState {
                 from: None,
+                until: None,
                 endpoints: Vec::new(),
             }),
             endpoint_count: Gauge::default(),
             idle_count: Gauge::default(),
         };
         let endpoints: Endpoints = addrs.iter().map(|a| a.parse().unwrap()).collect();
-        b.update(&endpoints);
+        b.update(&endpoints, None);
         b
     }
 
@@ -656,6 +670,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn static_answers_stay_fresh_and_dns_answers_expire() {
+        let b = balancer(&["10.0.0.1:80"]);
+        let now = Instant::now();
+        assert!(
+            b.is_fresh(now + Duration::from_secs(3600)),
+            "static: never re-resolved"
+        );
+        let same: Endpoints = ["10.0.0.1:80".parse().unwrap()].into_iter().collect();
+        b.update(&same, Some(now + Duration::from_secs(5)));
+        assert!(b.is_fresh(now));
+        assert!(
+            !b.is_fresh(now + Duration::from_secs(5)),
+            "asked again at the TTL"
+        );
+    }
+
+    #[tokio::test]
     async fn a_new_answer_keeps_the_state_of_remaining_endpoints() {
         let b = balancer(&["10.0.0.1:80", "10.0.0.2:80"]);
         let kept = endpoint(&b, 1);
@@ -664,7 +695,7 @@ mod tests {
             .iter()
             .map(|a| a.parse().unwrap())
             .collect();
-        b.update(&next);
+        b.update(&next, None);
         assert!(Arc::ptr_eq(&endpoint(&b, 0), &kept));
         assert_eq!(b.state.lock().unwrap().endpoints.len(), 2);
     }
