@@ -198,39 +198,17 @@ impl Session {
         let start = Instant::now();
         let grpc = is_grpc(req.headers());
         let http1 = req.version() != Version::HTTP_2;
-        let permit = self.shared.limits.in_flight.clone().try_acquire_owned();
-        let checked = match permit {
-            Err(_) => {
-                self.shared.metrics.shed.inc();
-                Err(Error::LoadShed)
-            }
-            Ok(_) if req.method() == http::Method::CONNECT && !self.shared.limits.http_connect => {
-                Err(Error::ConnectNotAllowed)
-            }
-            Ok(_) if header_list_size(req.headers()) > self.shared.limits.max_header_list_size => {
-                Err(Error::HeadersTooLarge)
-            }
-            Ok(permit) => Ok(permit),
-        };
-        let permit = match checked {
-            Ok(permit) => permit,
-            Err(error) => {
-                self.log(&error, &Label::default());
-                let response = error_response(&error, grpc, http1);
-                self.record(&Label::default(), None, response.status(), start);
-                return response.map(|body| InFlight {
-                    body,
-                    _permit: None,
-                });
-            }
-        };
-        let (authority, allowed, result) = match self.route(&req) {
-            Ok((route, allowed)) => (
+        let routed = self
+            .admit(&req)
+            .and_then(|permit| Ok((permit, self.route(&req)?)));
+        let (authority, allowed, permit, result) = match routed {
+            Ok((permit, (route, allowed))) => (
                 route.label.clone(),
                 Some(allowed),
+                Some(permit),
                 self.forward(&route, req).await,
             ),
-            Err(e) => (Label::default(), None, Err(e)),
+            Err(e) => (Label::default(), None, None, Err(e)),
         };
         let response = match result {
             Ok(response) => response,
@@ -246,8 +224,25 @@ impl Session {
         // The request stays in flight until its response body has been sent.
         response.map(|body| InFlight {
             body,
-            _permit: Some(permit),
+            _permit: permit,
         })
+    }
+
+    /// The limits a request must pass before it is routed: an in-flight permit (else shed),
+    /// `CONNECT` allowed, headers within `max_header_list_size`.
+    fn admit(&self, req: &Request<Incoming>) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        let limits = &self.shared.limits;
+        let Ok(permit) = limits.in_flight.clone().try_acquire_owned() else {
+            self.shared.metrics.shed.inc();
+            return Err(Error::LoadShed);
+        };
+        if req.method() == http::Method::CONNECT && !limits.http_connect {
+            return Err(Error::ConnectNotAllowed);
+        }
+        if header_list_size(req.headers()) > limits.max_header_list_size {
+            return Err(Error::HeadersTooLarge);
+        }
+        Ok(permit)
     }
 
     /// Picks and checks the target: the transport header's, else `l5d-dst-override`, else the
