@@ -440,14 +440,19 @@ impl Bound {
         self.shutdown.notified().await;
     }
 
-    /// Drains: `/ready` turns 503, the listener stops accepting, open connections finish their
-    /// in-flight requests (HTTP/2 GOAWAY, HTTP/1 close) — all within `grace`. Returns whether
-    /// every connection finished in time.
-    pub async fn drain(mut self, grace: Duration) -> bool {
+    /// Drains: `/ready` turns 503 at once; the listener keeps accepting for `delay` (so load
+    /// balancers and remote probes notice first), then closes; open connections finish their
+    /// in-flight requests (HTTP/2 GOAWAY, HTTP/1 close after the response, opaque streams run
+    /// to their end) — all within `grace` of the start. Returns whether every connection
+    /// finished in time.
+    pub async fn drain(mut self, delay: Duration, grace: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + grace;
         self.readiness.set_draining();
+        tokio::time::sleep(delay.min(grace)).await;
+        tracing::info!("listener closed; finishing open connections");
         let _ = self.drain.send(true);
         let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        let finished = tokio::time::timeout(grace, self.permits.acquire_many(all))
+        let finished = tokio::time::timeout_at(deadline, self.permits.acquire_many(all))
             .await
             .is_ok();
         let _ = self.admin_stop.send(true);

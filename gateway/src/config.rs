@@ -143,6 +143,11 @@ pub struct Config {
     /// How long a drain may take before the process exits anyway.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace_period: Duration,
+    /// How long the listener keeps accepting after a drain starts (`/ready` is already 503), so
+    /// load balancers and the remote probe see the gateway go away before connections are refused.
+    /// Capped at `shutdown_grace_period`.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
     /// Whether `POST /shutdown` (loopback only) may start a drain.
     pub shutdown_endpoint_enabled: bool,
     /// How long a metric label set may go unused before it is dropped.
@@ -194,6 +199,7 @@ impl Default for Config {
             preserve_header_case: true,
             http_connect: false,
             shutdown_grace_period: Duration::from_secs(120),
+            drain_delay: Duration::from_secs(5),
             shutdown_endpoint_enabled: false,
             metrics_retain_idle: Duration::from_secs(600),
             workers: None,
@@ -365,6 +371,7 @@ const KEYS: &[(&str, Shape, &[&str])] = &[
             "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD",
         ],
     ),
+    ("drain_delay", Shape::Text, &[ENV_DRAIN_DELAY]),
     ("workers", Shape::Number, &[ENV_WORKERS]),
     ("log", Shape::Text, &[ENV_LOG, "LINKERD2_PROXY_LOG"]),
     (
@@ -412,6 +419,8 @@ pub const ENV_POOL_IDLE_TIMEOUT: &str = "MESHGATE_POOL_IDLE_TIMEOUT";
 pub const ENV_MAX_CONNECTIONS: &str = "MESHGATE_MAX_CONNECTIONS";
 /// Drain deadline.
 pub const ENV_SHUTDOWN_GRACE_PERIOD: &str = "MESHGATE_SHUTDOWN_GRACE_PERIOD";
+/// Accepting time after a drain starts.
+pub const ENV_DRAIN_DELAY: &str = "MESHGATE_DRAIN_DELAY";
 /// Worker threads.
 pub const ENV_WORKERS: &str = "MESHGATE_WORKERS";
 /// `--log`.
@@ -596,6 +605,7 @@ impl Config {
             "shutdown_grace_period" => {
                 set_duration(&mut self.shutdown_grace_period, value, source, problems)
             }
+            "drain_delay" => set_duration(&mut self.drain_delay, value, source, problems),
             "workers" => set(&mut self.workers, value, source, problems),
             "log" => set(&mut self.log, value, source, problems),
             "log_format" => set(&mut self.log_format, value, source, problems),
@@ -730,6 +740,7 @@ impl Config {
         if self.max_connections == 0 {
             problems.push("max_connections must be at least 1".to_owned());
         }
+
         if let Some(workers) = self.workers
             && !(1..=1024).contains(&workers)
         {

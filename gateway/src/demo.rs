@@ -589,7 +589,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         print_curl(&pki.dir, &bound);
         tokio::signal::ctrl_c().await?;
     }
-    bound.drain(Duration::from_secs(5)).await;
+    bound.drain(Duration::ZERO, Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ok)
 }

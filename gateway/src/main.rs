@@ -210,8 +210,15 @@ fn run(args: &RunArgs) -> ExitCode {
                 _ = wait_for_signal() => {}
                 _ = bound.shutdown_requested() => tracing::info!("shutdown requested on the admin port"),
             }
-            tracing::info!(grace = %humantime::format_duration(config.shutdown_grace_period), "draining");
-            if !bound.drain(config.shutdown_grace_period).await {
+            tracing::info!(
+                delay = %humantime::format_duration(config.drain_delay),
+                grace = %humantime::format_duration(config.shutdown_grace_period),
+                "draining: not ready; accepting until the delay is over"
+            );
+            if !bound
+                .drain(config.drain_delay, config.shutdown_grace_period)
+                .await
+            {
                 tracing::warn!("grace period over with connections still open");
             }
             anyhow::Ok(())
