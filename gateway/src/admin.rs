@@ -147,7 +147,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    tracing::debug!(error = %e, "admin accept failed");
+                    crate::listener::after_accept_error(&e, "admin", &state.metrics).await;
                     continue;
                 }
             },

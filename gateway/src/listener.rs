@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::app::Shared;
 use crate::conn;
+use crate::metrics::Metrics;
 
 /// Pending-connection queue length.
 const BACKLOG: i32 = 1024;
@@ -47,13 +48,8 @@ pub async fn run(
         };
         let (tcp, remote) = match accepted {
             Ok(pair) => pair,
-            Err(e) if is_fd_exhaustion(&e) => {
-                tracing::error!(error = %e, "accept failed: out of file descriptors; pausing 1s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
             Err(e) => {
-                tracing::debug!(error = %e, "accept failed");
+                after_accept_error(&e, "data", &shared.metrics).await;
                 continue;
             }
         };
@@ -68,7 +64,18 @@ pub async fn run(
     }
 }
 
-fn is_fd_exhaustion(e: &io::Error) -> bool {
+/// Handles a failed `accept`. Out of file descriptors (EMFILE/ENFILE): counted as
+/// `gateway_handshakes_refused_total{reason="out_of_fds"}`, logged, and the loop pauses for a
+/// second instead of spinning — the pending connections wait in the kernel's queue until
+/// descriptors are free again. Anything else (a connection reset before it was accepted) is
+/// skipped.
+pub async fn after_accept_error(e: &io::Error, listener: &'static str, metrics: &Metrics) {
     // EMFILE (24) and ENFILE (23) on Linux.
-    matches!(e.raw_os_error(), Some(23 | 24))
+    if matches!(e.raw_os_error(), Some(23 | 24)) {
+        metrics.refuse("out_of_fds");
+        tracing::error!(listener, error = %e, "accept failed: out of file descriptors; pausing 1s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    } else {
+        tracing::debug!(listener, error = %e, "accept failed");
+    }
 }

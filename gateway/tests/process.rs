@@ -1,8 +1,13 @@
-//! SIGTERM to the real `meshgate` binary while clients send at a steady rate: `/ready` turns 503
-//! at once, new connections are still served during the drain delay and refused after it,
-//! HTTP/1 connections close after their in-flight request, HTTP/2 connections end with GOAWAY,
-//! an opaque stream runs to its end, and the process exits on its own, before the grace period.
-//! No request the gateway accepted fails.
+//! The real `meshgate` binary as an operator runs it.
+//!
+//! SIGTERM while clients send at a steady rate: `/ready` turns 503 at once, new connections are
+//! still served during the drain delay and refused after it, HTTP/1 connections close after
+//! their in-flight request, HTTP/2 connections end with GOAWAY, an opaque stream runs to its end,
+//! and the process exits on its own, before the grace period. No request the gateway accepted
+//! fails.
+//!
+//! Out of file descriptors: the gateway pauses accepting instead of spinning, counts it, and
+//! serves again once descriptors are free.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -75,9 +80,25 @@ struct Gateway {
     log: Arc<Mutex<Vec<String>>>,
 }
 
-fn start_gateway(pki: &DemoPki, backend: SocketAddr, echo: SocketAddr) -> Gateway {
+/// Starts `meshgate run` with the demo PKI, the two services, `env`, and when given a limit on
+/// open file descriptors.
+fn start_gateway(
+    pki: &DemoPki,
+    backend: SocketAddr,
+    echo: SocketAddr,
+    env: &[(&str, &str)],
+    fd_limit: Option<u32>,
+) -> Gateway {
     let dir = &pki.dir;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshgate"));
+    let mut cmd = match fd_limit {
+        Some(limit) => {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\"")])
+                .arg(env!("CARGO_BIN_EXE_meshgate"));
+            cmd
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_meshgate")),
+    };
     for (key, _) in std::env::vars() {
         if key.starts_with("MESHGATE_") || key.starts_with("LINKERD2_PROXY_") {
             cmd.env_remove(key);
@@ -100,8 +121,7 @@ fn start_gateway(pki: &DemoPki, backend: SocketAddr, echo: SocketAddr) -> Gatewa
         .args(["--endpoint", &format!("{SERVICE}={backend}")])
         .args(["--endpoint", &format!("{}:{}={echo}", ECHO.0, ECHO.1)])
         .args(["--log", "info"])
-        .env("MESHGATE_DRAIN_DELAY", "3s")
-        .env("MESHGATE_SHUTDOWN_GRACE_PERIOD", "60s")
+        .envs(env.iter().copied())
         .env("MESHGATE_WORKERS", "2")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -323,10 +343,20 @@ async fn http2_load(client: MtlsClient, tally: Arc<Tally>, seen: Arc<Mutex<HashS
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_under_load_without_failing_an_accepted_request() {
     let dir = std::env::temp_dir().join(format!("meshgate-drain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     let pki = DemoPki::create(&dir).unwrap();
     let backend = slow_backend().await;
     let echo = demo::Backend::start_tcp_echo().await.unwrap();
-    let mut gw = start_gateway(&pki, backend.addr, echo.addr);
+    let mut gw = start_gateway(
+        &pki,
+        backend.addr,
+        echo.addr,
+        &[
+            ("MESHGATE_DRAIN_DELAY", "3s"),
+            ("MESHGATE_SHUTDOWN_GRACE_PERIOD", "60s"),
+        ],
+        None,
+    );
     let client_creds = identity::Credentials::from_pem(
         "client cert",
         pki.client.chain_pem.as_bytes(),
@@ -486,6 +516,103 @@ async fn sigterm_drains_under_load_without_failing_an_accepted_request() {
         "an HTTP/1 connection lost more than the one racing request: {h1_repeats:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_pauses_accepting_then_serves_again() {
+    let dir = std::env::temp_dir().join(format!("meshgate-fds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki = DemoPki::create(&dir).unwrap();
+    let backend = slow_backend().await;
+    let echo = demo::Backend::start_tcp_echo().await.unwrap();
+    // Connections that never start a handshake hold a descriptor until the detect timeout.
+    let gw = start_gateway(
+        &pki,
+        backend.addr,
+        echo.addr,
+        &[("MESHGATE_DETECT_TIMEOUT", "60s")],
+        Some(48),
+    );
+    let mut silent = Vec::new();
+    for _ in 0..80 {
+        // The kernel completes these from its queue even when the gateway cannot accept them.
+        silent.push(tokio::net::TcpStream::connect(gw.data).await.unwrap());
+    }
+    let log = gw.log.clone();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let log = log.clone();
+            async move {
+                log.lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains("out of file descriptors; pausing"))
+            }
+        })
+        .await,
+        "the gateway reports descriptor exhaustion"
+    );
+    drop(silent);
+    let creds = identity::Credentials::from_pem(
+        "client cert",
+        pki.client.chain_pem.as_bytes(),
+        "client key",
+        pki.client.key_pem.as_bytes(),
+        &pki.anchors,
+    )
+    .unwrap();
+    let client = MtlsClient::new(
+        Some(&creds),
+        &pki.anchors,
+        demo::GATEWAY_ID,
+        gw.data,
+        &[ALPN_HTTP1],
+    )
+    .unwrap();
+    let served = eventually(Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(2), client.connect()).await
+            else {
+                return false;
+            };
+            let Ok(mut send) = demo::http1_on(tls).await else {
+                return false;
+            };
+            matches!(
+                send.send_request(request("after")).await,
+                Ok(r) if r.status() == StatusCode::OK
+            )
+        }
+    })
+    .await;
+    let log_text = gw.log.lock().unwrap().join("\n");
+    assert!(
+        served,
+        "served again once descriptors were free:\n{log_text}"
+    );
+    let metrics = admin_get(gw.admin, "/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("gateway_handshakes_refused_total{reason=\"out_of_fds\"}")
+            && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn admin_get(admin: SocketAddr, path: &str) -> String {
+    let tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let body = send.send_request(req).await.unwrap().into_body();
+    String::from_utf8_lossy(&body.collect().await.unwrap().to_bytes()).into_owned()
 }
 
 async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
