@@ -359,6 +359,10 @@ pub async fn start(
         policy: policy.clone(),
         limits: Limits::from_config(config),
     });
+    tokio::spawn(sweep_idle_upstreams(
+        Arc::downgrade(&shared),
+        config.pool_idle_timeout,
+    ));
     let permits = Arc::new(Semaphore::new(config.max_connections));
     tokio::spawn(listener::run(data, shared, permits.clone(), drain_rx));
 
@@ -418,6 +422,24 @@ pub async fn start(
         admin_stop,
         shutdown,
     })
+}
+
+/// Closes idle upstream connections a few times per `pool_idle_timeout` (so an idle service
+/// does not keep them open), until the gateway is gone.
+async fn sweep_idle_upstreams(shared: std::sync::Weak<Shared>, idle_timeout: Duration) {
+    let period = (idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let closed = shared.upstream.sweep_idle();
+        if closed > 0 {
+            tracing::debug!(closed, "closed idle upstream connections");
+        }
+    }
 }
 
 /// Sweeps idle metric label sets a few times per retention period (at least once a minute).

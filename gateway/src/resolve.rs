@@ -184,6 +184,10 @@ fn build_resolver(options: &DnsOptions) -> Result<TokioResolver, String> {
     };
     let opts = builder.options_mut();
     opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    // A cluster DNS answers in milliseconds; when it is down, callers get a 503 within seconds
+    // rather than after hickory's default 5 s × 2 attempts per server and protocol.
+    opts.timeout = Duration::from_secs(2);
+    opts.attempts = 2;
     opts.positive_min_ttl = Some(options.min_ttl);
     opts.positive_max_ttl = Some(options.max_ttl);
     opts.negative_min_ttl = Some(options.min_ttl);

@@ -168,7 +168,7 @@ async fn attacker(h: &Harness, settings: &[u8]) -> impl AsyncRead + AsyncWrite +
 /// was written (false: the connection was closed, or the gateway stopped reading for 2 s).
 async fn flood<S: AsyncWrite + Unpin>(io: &mut S, frames: impl Iterator<Item = Vec<u8>>) -> bool {
     let mut batch = Vec::new();
-    let mut write = async |io: &mut S, batch: &mut Vec<u8>| {
+    let write = async |io: &mut S, batch: &mut Vec<u8>| {
         let done = tokio::time::timeout(Duration::from_secs(2), io.write_all(batch)).await;
         batch.clear();
         matches!(done, Ok(Ok(())))

@@ -262,12 +262,11 @@ async fn trickled_headers_are_cut_at_the_header_read_timeout() {
             break;
         }
         let mut buf = [0u8; 64];
-        match tokio::time::timeout(Duration::from_millis(100), tls.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => {
-                closed = true;
-                break;
-            }
-            Ok(Ok(_)) | Err(_) => {}
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(100), tls.read(&mut buf)).await
+        {
+            closed = true;
+            break;
         }
     }
     assert!(closed, "a slowloris connection is closed");

@@ -336,3 +336,50 @@ async fn a_silent_upstream_gets_504_after_the_response_timeout() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_close_after_the_pool_idle_timeout_without_new_traffic() {
+    // A backend that reports each connection's end.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        Bytes::from_static(b"ok"),
+                    )))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    const IDLE: &str = "idle.test.svc.cluster.local:8080";
+    let h = Harness::start(|c| {
+        c.endpoints.insert(IDLE.to_owned(), vec![addr]);
+        c.pool_idle_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let get = || {
+        Request::get("/")
+            .header("l5d-dst-override", IDLE)
+            .body(Full::default())
+            .unwrap()
+    };
+    // One pooled HTTP/1 connection and one HTTP/2 connection, then silence.
+    assert_eq!(send_h1(&h.client(CLIENT_ID, H1), get()).await.status, 200);
+    assert_eq!(send_h2(&h.client(CLIENT_ID, H2), get()).await.status, 200);
+    for which in ["first", "second"] {
+        tokio::time::timeout(Duration::from_secs(10), closed.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the {which} idle upstream connection was not closed"));
+    }
+    assert!(eventually(|| async { h.metric("outbound_pool_idle_connections{").await == 0 }).await);
+}

@@ -214,7 +214,10 @@ impl Session {
             Ok(response) => response,
             Err(error) => {
                 self.log(&error, &authority);
-                if error.is_fatal() {
+                // An HTTP/1 connection carries one request at a time: close it after a fatal
+                // error. An HTTP/2 connection multiplexes other targets' streams; the failure is
+                // this stream's alone (it still carries `l5d-proxy-connection: close`).
+                if error.is_fatal() && http1 {
                     self.close.notify_one();
                 }
                 error_response(&error, grpc, http1)

@@ -96,7 +96,8 @@ pub struct Endpoint {
     rtt: Mutex<PeakEwma>,
     ejection: Mutex<Ejection>,
     idle: Mutex<Vec<(http1::SendRequest<Incoming>, Instant)>>,
-    http2: tokio::sync::Mutex<Option<http2::SendRequest<Incoming>>>,
+    /// The multiplexed HTTP/2 connection and when it was last handed out.
+    http2: tokio::sync::Mutex<Option<(http2::SendRequest<Incoming>, Instant)>>,
 }
 
 struct PeakEwma {
@@ -275,7 +276,8 @@ impl Upstream {
     ) -> Result<Conn, Error> {
         if use_http2 {
             let mut slot = endpoint.http2.lock().await;
-            if let Some(send) = slot.as_ref().filter(|s| !s.is_closed()) {
+            if let Some((send, used)) = slot.as_mut().filter(|(s, _)| !s.is_closed()) {
+                *used = Instant::now();
                 return Ok(Conn::Http2(send.clone()));
             }
             let tcp = self.tcp(balancer, endpoint).await?;
@@ -288,7 +290,7 @@ impl Upstream {
                 .await
                 .map_err(|e| Error::Upstream(crate::error::chain(&e)))?;
             tokio::spawn(conn);
-            *slot = Some(send.clone());
+            *slot = Some((send.clone(), Instant::now()));
             return Ok(Conn::Http2(send));
         }
         if let Some(send) = endpoint.take_idle(self.options.pool_idle_timeout, &balancer.idle_count)
@@ -317,6 +319,42 @@ impl Upstream {
         // Upgrades (WebSocket) take the connection over after a 101.
         tokio::spawn(conn.with_upgrades());
         Ok(send)
+    }
+
+    /// Closes connections idle for `pool_idle_timeout` or longer, for every target, whether or
+    /// not it gets traffic again: expired HTTP/1 pool entries and unused HTTP/2 connections
+    /// (streams still open on one keep it alive until they end). Returns how many were closed.
+    pub fn sweep_idle(&self) -> usize {
+        let max_idle = self.options.pool_idle_timeout;
+        let balancers: Vec<Arc<Balancer>> = self
+            .balancers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let mut closed = 0;
+        for balancer in balancers {
+            let endpoints = balancer
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .endpoints
+                .clone();
+            for endpoint in endpoints {
+                closed += endpoint.expire_idle(max_idle, &balancer.idle_count);
+                // Busy slot: a request is taking the connection right now, so it is not idle.
+                if let Ok(mut slot) = endpoint.http2.try_lock()
+                    && slot
+                        .as_ref()
+                        .is_some_and(|(send, used)| send.is_closed() || used.elapsed() >= max_idle)
+                {
+                    *slot = None;
+                    closed += 1;
+                }
+            }
+        }
+        closed
     }
 
     /// A TCP connection to `endpoint`; failure ejects it, success clears its ejection.
@@ -526,19 +564,35 @@ impl Endpoint {
         *ejection = Ejection::default();
     }
 
-    /// An idle HTTP/1 connection ready for a request; closed and expired ones are dropped.
-    fn take_idle(&self, max_idle: Duration, count: &Gauge) -> Option<http1::SendRequest<Incoming>> {
-        let now = Instant::now();
+    /// Drops pooled HTTP/1 connections idle for `max_idle` or longer (oldest first, at the
+    /// front) and closed ones; returns how many.
+    fn expire_idle(&self, max_idle: Duration, count: &Gauge) -> usize {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        // Oldest first: drop the expired from the front.
+        Self::expire(&mut idle, max_idle, count)
+    }
+
+    fn expire(
+        idle: &mut Vec<(http1::SendRequest<Incoming>, Instant)>,
+        max_idle: Duration,
+        count: &Gauge,
+    ) -> usize {
+        let now = Instant::now();
         let expired = idle
             .iter()
             .take_while(|(_, since)| now.saturating_duration_since(*since) >= max_idle)
             .count();
-        if expired > 0 {
-            idle.drain(..expired);
-            count.dec_by(i64::try_from(expired).unwrap_or(0));
-        }
+        idle.drain(..expired);
+        let before = idle.len();
+        idle.retain(|(send, _)| !send.is_closed());
+        let dropped = expired + (before - idle.len());
+        count.dec_by(i64::try_from(dropped).unwrap_or(0));
+        dropped
+    }
+
+    /// An idle HTTP/1 connection ready for a request; closed and expired ones are dropped.
+    fn take_idle(&self, max_idle: Duration, count: &Gauge) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::expire(&mut idle, max_idle, count);
         // Newest first (warmest); busy ones (a response body still streaming) stay, closed
         // ones met on the way are dropped.
         let mut i = idle.len();
