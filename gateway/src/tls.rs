@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use identity::{IdentityName, Refusal, identity_of_cert};
+use identity::{IdentityName, Refusal, cert_expired, identity_of_cert};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -61,14 +61,20 @@ where
         Ok(Ok(stream)) => stream,
     };
     let (_, conn) = stream.get_ref();
-    let peer = conn
-        .peer_certificates()
-        .and_then(|certs| certs.first())
-        .and_then(identity_of_cert)
-        .ok_or((
-            Refusal::NoIdentity,
-            "client certificate names no identity".to_owned(),
-        ))?;
+    let leaf = conn.peer_certificates().and_then(|certs| certs.first());
+    // A resumed session was verified when it began; its certificate may have expired since.
+    if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+        && leaf.is_some_and(cert_expired)
+    {
+        return Err((
+            Refusal::Expired,
+            "resumed session of an expired client certificate".to_owned(),
+        ));
+    }
+    let peer = leaf.and_then(identity_of_cert).ok_or((
+        Refusal::NoIdentity,
+        "client certificate names no identity".to_owned(),
+    ))?;
     let alpn = match conn.alpn_protocol() {
         Some(identity::tls_config::ALPN_TRANSPORT_HEADER) => Alpn::TransportHeader,
         Some(identity::tls_config::ALPN_H2) => Alpn::H2,

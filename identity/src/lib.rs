@@ -32,4 +32,4 @@ pub use anchors::{AnchorInfo, TrustAnchors};
 pub use credentials::Credentials;
 pub use error::Error;
 pub use name::{IdentityName, NameError};
-pub use verify::{ClientVerifier, Refusal, identity_of_cert};
+pub use verify::{ClientVerifier, Refusal, cert_expired, identity_of_cert};

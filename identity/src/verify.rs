@@ -101,6 +101,12 @@ pub fn identity_of_cert(der: &CertificateDer<'_>) -> Option<IdentityName> {
     })
 }
 
+/// Whether the certificate's validity window has ended (or the DER does not parse). A resumed
+/// TLS session skips certificate verification, so the server checks this itself then.
+pub fn cert_expired(der: &CertificateDer<'_>) -> bool {
+    x509_parser::parse_x509_certificate(der).map_or(true, |(_, cert)| !cert.validity().is_valid())
+}
+
 /// Why a downstream connection was refused before any application byte; a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Refusal {
