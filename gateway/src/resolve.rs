@@ -115,12 +115,7 @@ impl Resolver {
         statics: impl IntoIterator<Item = (Target, Vec<SocketAddr>)>,
         options: DnsOptions,
     ) -> Self {
-        let mut map: HashMap<String, PortMap> = HashMap::new();
-        for (target, addrs) in statics {
-            map.entry(target.name().to_owned())
-                .or_default()
-                .push((target.port(), addrs.into()));
-        }
+        let map = Self::static_map(statics);
         let dns = match build_resolver(&options) {
             Ok(resolver) => Some(Arc::new(Dns {
                 resolver,
@@ -133,6 +128,27 @@ impl Resolver {
             }
         };
         Self { statics: map, dns }
+    }
+
+    /// A resolver that knows only `statics` and never queries DNS (everything else fails with
+    /// "no DNS resolver configured"): for fuzzing and for sealed test setups.
+    pub fn statics_only(statics: impl IntoIterator<Item = (Target, Vec<SocketAddr>)>) -> Self {
+        Self {
+            statics: Self::static_map(statics),
+            dns: None,
+        }
+    }
+
+    fn static_map(
+        statics: impl IntoIterator<Item = (Target, Vec<SocketAddr>)>,
+    ) -> HashMap<String, PortMap> {
+        let mut map: HashMap<String, PortMap> = HashMap::new();
+        for (target, addrs) in statics {
+            map.entry(target.name().to_owned())
+                .or_default()
+                .push((target.port(), addrs.into()));
+        }
+        map
     }
 
     /// The endpoints of `name:port`.

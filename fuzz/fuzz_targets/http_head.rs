@@ -1,0 +1,116 @@
+//! Arbitrary bytes as what an authenticated caller sends on an HTTP connection, through the
+//! gateway's real HTTP session (hyper server, admission, routing, policy, error responses) over an
+//! in-memory stream. The gateway must not panic, must finish once the caller has finished, and
+//! whatever it answers on an HTTP/1 connection starts as an HTTP/1 response. Upstream is a closed
+//! loopback port and DNS is off, so no input reaches anything outside the process.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use gateway::app::{Limits, Shared};
+use gateway::config::Config;
+use gateway::forward::http::{Routing, serve};
+use gateway::forward::upstream::{Options, Upstream};
+use gateway::metrics::Metrics;
+use gateway::policy::{self, Policy};
+use gateway::resolve::Resolver;
+use gateway::target::{Suffixes, Target};
+use identity::testing::TestCa;
+use identity::{IdentityName, tls_config};
+use libfuzzer_sys::fuzz_target;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct World {
+    rt: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+    peer: IdentityName,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let ca = TestCa::new("fuzz.mesh");
+        let gateway: IdentityName = "gateway.fuzz.mesh".parse().expect("identity");
+        let tls = tls_config::server_config(&ca.credentials("gateway.fuzz.mesh"), &ca.anchors(), &[])
+            .expect("tls config");
+        let config = Config {
+            header_read_timeout: Duration::from_millis(200),
+            ..Config::default()
+        };
+        let suffixes = Suffixes::default();
+        // Port 9 on loopback: nothing listens, every connect is refused at once.
+        let web = Target::parse("web.ns.svc.cluster.local:80", &suffixes).expect("target");
+        let metrics = Arc::new(Metrics::new());
+        let upstream = Upstream::new(
+            Resolver::statics_only([(web, vec!["127.0.0.1:9".parse().expect("addr")])]),
+            Options {
+                connect_timeout: Duration::from_millis(200),
+                pool_idle_timeout: Duration::from_secs(1),
+                preserve_header_case: true,
+                max_header_list_size: config.max_header_list_size,
+            },
+            metrics.clone(),
+        );
+        let (_tls_tx, tls_rx) = tokio::sync::watch::channel(Arc::new(tls));
+        let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+        // Keep the senders for the life of the process.
+        std::mem::forget(drain_tx);
+        std::mem::forget(_tls_tx);
+        let shared = Arc::new(Shared {
+            identity: gateway,
+            tls: tls_rx,
+            suffixes,
+            detect_timeout: Duration::from_secs(1),
+            metrics,
+            upstream,
+            drain: drain_rx,
+            policy: Arc::new(policy::Current::new(Policy::default())),
+            limits: Limits::from_config(&config),
+        });
+        World {
+            rt,
+            shared,
+            peer: "web.fuzz.mesh".parse().expect("identity"),
+        }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let world = world();
+    world.rt.block_on(async {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let session = tokio::spawn(serve(
+            world.shared.clone(),
+            server,
+            world.peer.clone(),
+            Routing::PerRequest,
+            world.shared.drain.clone(),
+        ));
+        let exchange = async {
+            // Write while reading, so large answers cannot block the writer.
+            let (mut read, mut write) = tokio::io::split(&mut client);
+            let writer = async {
+                let _ = write.write_all(data).await;
+                let _ = write.shutdown().await;
+            };
+            let mut answer = Vec::new();
+            let reader = read.read_to_end(&mut answer);
+            let (_, _) = tokio::join!(writer, reader);
+            answer
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .expect("the session ends once the caller has finished");
+        let _ = tokio::time::timeout(Duration::from_secs(10), session)
+            .await
+            .expect("the session task ends");
+        if !answer.is_empty() && !data.starts_with(b"PRI * HTTP/2.0") {
+            assert!(answer.starts_with(b"HTTP/1."), "{:?}", String::from_utf8_lossy(&answer[..answer.len().min(64)]));
+        }
+    });
+});
