@@ -2,6 +2,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -9,12 +11,7 @@ use identity::testing::TestCa;
 
 fn meshgate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshgate"));
-    // The test's own environment must not configure the gateway under test.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MESHGATE_") || key.starts_with("LINKERD2_PROXY_") {
-            cmd.env_remove(key);
-        }
-    }
+    support::without_gateway_env(&mut cmd);
     cmd
 }
 

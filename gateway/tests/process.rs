@@ -11,6 +11,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::io::BufRead;
@@ -99,12 +101,7 @@ fn start_gateway(
         }
         None => Command::new(env!("CARGO_BIN_EXE_meshgate")),
     };
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MESHGATE_") || key.starts_with("LINKERD2_PROXY_") {
-            cmd.env_remove(key);
-        }
-    }
-    let mut child = cmd
+    let mut child = support::without_gateway_env(&mut cmd)
         .args([
             "run",
             "--listen",
@@ -134,7 +131,6 @@ fn start_gateway(
     let lines = log.clone();
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
-            let line = strip_ansi(&line);
             if line.contains("meshgate serving") {
                 let _ = tx.send(line.clone());
             }
@@ -158,24 +154,6 @@ fn start_gateway(
     }
 }
 
-/// Log lines without terminal colour sequences.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The process is ours: end it if the test stops early.
 impl Drop for Gateway {
     fn drop(&mut self) {
@@ -186,17 +164,31 @@ impl Drop for Gateway {
     }
 }
 
-async fn ready_status(admin: SocketAddr) -> Option<StatusCode> {
+/// `GET path` on the admin port, plaintext; `None` when the gateway does not answer.
+async fn admin_get(admin: SocketAddr, path: &str) -> Option<(StatusCode, String)> {
     let tcp = tokio::net::TcpStream::connect(admin).await.ok()?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .ok()?;
     tokio::spawn(conn);
-    let req = Request::get("/ready")
+    let req = Request::get(path)
         .header("host", "admin")
         .body(Full::new(Bytes::new()))
         .unwrap();
-    Some(send.send_request(req).await.ok()?.status())
+    let response = send.send_request(req).await.ok()?;
+    let status = response.status();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+async fn ready_status(admin: SocketAddr) -> Option<StatusCode> {
+    admin_get(admin, "/ready").await.map(|(status, _)| status)
+}
+
+/// A trusted caller of the gateway at `data` (the demo PKI's client leaf) offering `alpn`.
+fn trusted_client(pki: &DemoPki, data: SocketAddr, alpn: &[&[u8]]) -> MtlsClient {
+    let creds = pki.client.credentials(&pki.anchors).unwrap();
+    MtlsClient::new(Some(&creds), &pki.anchors, demo::GATEWAY_ID, data, alpn).unwrap()
 }
 
 /// What the load generators saw.
@@ -357,24 +349,8 @@ async fn sigterm_drains_under_load_without_failing_an_accepted_request() {
         ],
         None,
     );
-    let client_creds = identity::Credentials::from_pem(
-        "client cert",
-        pki.client.chain_pem.as_bytes(),
-        "client key",
-        pki.client.key_pem.as_bytes(),
-        &pki.anchors,
-    )
-    .unwrap();
-    let client = |alpn: &[&[u8]]| {
-        MtlsClient::new(
-            Some(&client_creds),
-            &pki.anchors,
-            demo::GATEWAY_ID,
-            gw.data,
-            alpn,
-        )
-        .unwrap()
-    };
+    let data = gw.data;
+    let client = |alpn: &[&[u8]]| trusted_client(&pki, data, alpn);
     assert_eq!(ready_status(gw.admin).await, Some(StatusCode::OK));
 
     // An opaque stream open across the whole drain.
@@ -439,7 +415,6 @@ async fn sigterm_drains_under_load_without_failing_an_accepted_request() {
         .unwrap();
     assert_eq!(late.status(), StatusCode::OK);
     // Then the listener closes: connecting is refused.
-    let data = gw.data;
     assert!(
         eventually(Duration::from_secs(30), || async move {
             tokio::net::TcpStream::connect(data).await.is_err()
@@ -553,22 +528,7 @@ async fn out_of_file_descriptors_pauses_accepting_then_serves_again() {
         "the gateway reports descriptor exhaustion"
     );
     drop(silent);
-    let creds = identity::Credentials::from_pem(
-        "client cert",
-        pki.client.chain_pem.as_bytes(),
-        "client key",
-        pki.client.key_pem.as_bytes(),
-        &pki.anchors,
-    )
-    .unwrap();
-    let client = MtlsClient::new(
-        Some(&creds),
-        &pki.anchors,
-        demo::GATEWAY_ID,
-        gw.data,
-        &[ALPN_HTTP1],
-    )
-    .unwrap();
+    let client = trusted_client(&pki, gw.data, &[ALPN_HTTP1]);
     let served = eventually(Duration::from_secs(30), || {
         let client = client.clone();
         async move {
@@ -591,7 +551,7 @@ async fn out_of_file_descriptors_pauses_accepting_then_serves_again() {
         served,
         "served again once descriptors were free:\n{log_text}"
     );
-    let metrics = admin_get(gw.admin, "/metrics").await;
+    let (_, metrics) = admin_get(gw.admin, "/metrics").await.unwrap();
     assert!(
         metrics.lines().any(|l| l
             .starts_with("gateway_handshakes_refused_total{reason=\"out_of_fds\"}")
@@ -599,20 +559,6 @@ async fn out_of_file_descriptors_pauses_accepting_then_serves_again() {
         "{metrics}"
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-async fn admin_get(admin: SocketAddr, path: &str) -> String {
-    let tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", "admin")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let body = send.send_request(req).await.unwrap().into_body();
-    String::from_utf8_lossy(&body.collect().await.unwrap().to_bytes()).into_owned()
 }
 
 async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
