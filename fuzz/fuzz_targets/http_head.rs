@@ -25,6 +25,11 @@ struct World {
     rt: tokio::runtime::Runtime,
     shared: Arc<Shared>,
     peer: IdentityName,
+    /// The senders behind `shared.tls` and `shared.drain`, kept so their receivers stay open.
+    _senders: (
+        tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>,
+        tokio::sync::watch::Sender<bool>,
+    ),
 }
 
 fn world() -> &'static World {
@@ -56,11 +61,8 @@ fn world() -> &'static World {
             },
             metrics.clone(),
         );
-        let (_tls_tx, tls_rx) = tokio::sync::watch::channel(Arc::new(tls));
+        let (tls_tx, tls_rx) = tokio::sync::watch::channel(Arc::new(tls));
         let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-        // Keep the senders for the life of the process.
-        std::mem::forget(drain_tx);
-        std::mem::forget(_tls_tx);
         let shared = Arc::new(Shared {
             identity: gateway,
             tls: tls_rx,
@@ -76,6 +78,7 @@ fn world() -> &'static World {
             rt,
             shared,
             peer: "web.fuzz.mesh".parse().expect("identity"),
+            _senders: (tls_tx, drain_tx),
         }
     })
 }

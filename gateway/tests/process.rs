@@ -30,6 +30,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use identity::tls_config::{ALPN_H2, ALPN_HTTP1, ALPN_TRANSPORT_HEADER};
+use support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -559,19 +560,4 @@ async fn out_of_file_descriptors_pauses_accepting_then_serves_again() {
         "{metrics}"
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gateway::demo::Backend;
-use http::Request;
 use http_body_util::Full;
 use support::*;
 use tokio::net::UdpSocket;
@@ -101,13 +100,6 @@ impl Zone {
     }
 }
 
-fn get(target: &str) -> Request<Full<Bytes>> {
-    Request::get("/")
-        .header("l5d-dst-override", target)
-        .body(Full::default())
-        .unwrap()
-}
-
 /// A backend on its own loopback address (127.0.0.x), all on one port: one DNS name can then
 /// list several of them as A records.
 async fn backend_on(ip: Ipv4Addr, port: u16, name: &'static str) -> Backend {
@@ -139,7 +131,7 @@ async fn answers_are_cached_for_their_ttl_then_refreshed_in_the_background() {
     let client = h.client(CLIENT_ID, H1);
     for _ in 0..5 {
         // A new connection each time: every request resolves.
-        let answer = send_h1(&client, get(&target)).await;
+        let answer = send_h1(&client, routed_get(&target)).await;
         assert_eq!(answer.status, 200);
         assert!(String::from_utf8_lossy(&answer.body).starts_with("first"));
     }
@@ -150,7 +142,7 @@ async fn answers_are_cached_for_their_ttl_then_refreshed_in_the_background() {
     zone.set(name, &[Ipv4Addr::new(127, 0, 0, 12)], 60);
     assert!(
         eventually_for(Duration::from_secs(10), || async {
-            let answer = send_h1(&client, get(&target)).await;
+            let answer = send_h1(&client, routed_get(&target)).await;
             assert_eq!(answer.status, 200);
             String::from_utf8_lossy(&answer.body).starts_with("second")
         })
@@ -168,7 +160,7 @@ async fn nxdomain_is_503_at_once() {
     let h = Harness::start(move |c| c.dns_servers = vec![server]).await;
     let answer = send_h1(
         &h.client(CLIENT_ID, H1),
-        get("missing.dns.svc.cluster.local:80"),
+        routed_get("missing.dns.svc.cluster.local:80"),
     )
     .await;
     assert_eq!(answer.status, 503);
@@ -218,7 +210,7 @@ async fn load(h: &Harness, target: &str, total: usize, concurrency: usize) -> us
                 if send.ready().await.is_err() {
                     send = client.http1().await.unwrap();
                 }
-                match send.send_request(get(&target)).await {
+                match send.send_request(routed_get(&target)).await {
                     Ok(r) if r.status() == 200 => {
                         let _ = http_body_util::BodyExt::collect(r.into_body()).await;
                     }

@@ -8,19 +8,9 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
-use support::{CLIENT_ID, H1, Harness, SERVICE, eventually};
+use support::{CLIENT_ID, H1, Harness, SERVICE, eventually, routed_get};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn get() -> Request<Full<Bytes>> {
-    Request::get("/")
-        .header("l5d-dst-override", SERVICE)
-        .body(Full::default())
-        .unwrap()
-}
 
 /// Reads until the gateway closes the connection (bounded): true when it did, with no bytes or
 /// only a TLS alert.
@@ -76,7 +66,13 @@ async fn garbage_and_stalled_client_hellos_are_closed_and_counted() {
     assert!(eventually(|| async { m.refused_count("timeout") == 1 }).await);
     // And the gateway serves a real caller.
     let mut send = h.client(CLIENT_ID, H1).http1().await.unwrap();
-    assert_eq!(send.send_request(get()).await.unwrap().status(), 200);
+    assert_eq!(
+        send.send_request(routed_get(SERVICE))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,8 +81,22 @@ async fn connections_over_max_connections_are_refused_counted_and_recover() {
     let client = h.client(CLIENT_ID, H1);
     let mut first = client.http1().await.unwrap();
     let mut second = client.http1().await.unwrap();
-    assert_eq!(first.send_request(get()).await.unwrap().status(), 200);
-    assert_eq!(second.send_request(get()).await.unwrap().status(), 200);
+    assert_eq!(
+        first
+            .send_request(routed_get(SERVICE))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        second
+            .send_request(routed_get(SERVICE))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // The third is closed at once, before a handshake.
     let mut tcp = TcpStream::connect(h.gateway.data_addr).await.unwrap();
@@ -94,7 +104,14 @@ async fn connections_over_max_connections_are_refused_counted_and_recover() {
     let m = &h.gateway.metrics;
     assert!(eventually(|| async { m.refused_count("max_connections") == 1 }).await);
     // Open connections are unaffected.
-    assert_eq!(first.send_request(get()).await.unwrap().status(), 200);
+    assert_eq!(
+        first
+            .send_request(routed_get(SERVICE))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // Closing one frees its slot.
     drop(second);
@@ -103,7 +120,7 @@ async fn connections_over_max_connections_are_refused_counted_and_recover() {
         async move {
             match client.http1().await {
                 Ok(mut send) => send
-                    .send_request(get())
+                    .send_request(routed_get(SERVICE))
                     .await
                     .is_ok_and(|r| r.status() == 200),
                 Err(_) => false,

@@ -22,7 +22,7 @@ use http_body_util::{Full, StreamBody};
 use hyper::body::Frame as BodyFrame;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{CLIENT_ID, H2, Harness, eventually_for};
+use support::{CLIENT_ID, H2, Harness, eventually_for, stalls};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -357,17 +357,7 @@ async fn a_zero_window_caller_does_not_make_the_gateway_buffer_the_response() {
         })
         .await
     );
-    let mut last = u64::MAX;
-    let stalled = eventually_for(Duration::from_secs(20), || {
-        let now = victim.sent.load(Ordering::Relaxed);
-        let same = now == last;
-        last = now;
-        async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            same
-        }
-    })
-    .await;
+    let stalled = stalls(&victim.sent).await;
     let buffered = victim.sent.load(Ordering::Relaxed);
     assert!(stalled, "the backend kept sending: {buffered} bytes");
     assert!(

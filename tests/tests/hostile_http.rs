@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{CLIENT_ID, H1, Harness, eventually_for};
+use support::{CLIENT_ID, H1, Harness, stalls};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -313,17 +313,7 @@ async fn a_caller_that_never_reads_does_not_make_the_gateway_buffer_the_response
     tls.read_exact(&mut first).await.unwrap();
     assert_eq!(&first[..12], b"HTTP/1.1 200");
     // Now never read again. The backend's progress must stall: flow control reaches it.
-    let mut last = u64::MAX;
-    let stalled = eventually_for(Duration::from_secs(20), || {
-        let now = sent.load(Ordering::Relaxed);
-        let same = now == last;
-        last = now;
-        async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            same
-        }
-    })
-    .await;
+    let stalled = stalls(&sent).await;
     let buffered = sent.load(Ordering::Relaxed);
     assert!(stalled, "the backend kept sending: {buffered} bytes");
     // Socket buffers on both sides plus the gateway's bounded write buffer; far below 512 MiB.

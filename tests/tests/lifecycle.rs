@@ -11,16 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use gateway::app::{self, Bound};
 use gateway::config::Config;
 use gateway::demo::{Backend, MtlsClient};
-use http::Request;
-use http_body_util::Full;
 use identity::issue::{Issued, Validity};
 use identity::testing::{IdentityServer, TestCa};
 use identity::{Credentials, TrustAnchors};
-use support::{GATEWAY_ID, H1, SERVICE, admin_get, assert_refused, eventually};
+use support::{GATEWAY_ID, H1, SERVICE, admin_get, assert_refused, eventually, routed_get};
 
 const CLIENT: &str = "web.east.serviceaccount.identity.linkerd.cluster.local";
 
@@ -106,16 +103,11 @@ async fn served_leaf(client: &MtlsClient) -> Vec<u8> {
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
-fn request() -> Request<Full<Bytes>> {
-    Request::get("/")
-        .header("l5d-dst-override", SERVICE)
-        .body(Full::default())
-        .unwrap()
-}
-
 async fn answered(client: &MtlsClient) -> bool {
     match client.http1().await {
-        Ok(mut send) => matches!(send.send_request(request()).await, Ok(r) if r.status() == 200),
+        Ok(mut send) => {
+            matches!(send.send_request(routed_get(SERVICE)).await, Ok(r) if r.status() == 200)
+        }
         Err(_) => false,
     }
 }
@@ -157,7 +149,7 @@ async fn leaf_rotates_under_live_traffic_without_a_failed_request() {
                     continue;
                 };
                 for _ in 0..4 {
-                    match send.send_request(request()).await {
+                    match send.send_request(routed_get(SERVICE)).await {
                         Ok(r) if r.status() == 200 => ok += 1,
                         _ => failed += 1,
                     }

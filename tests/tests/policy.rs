@@ -9,11 +9,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::Bytes;
 use gateway::demo::Backend;
 use gateway::transport_header::{SessionProtocol, TransportHeader};
-use http::Request;
-use http_body_util::Full;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -52,19 +49,12 @@ async fn harness(path: &Path) -> Harness {
     .await
 }
 
-fn get() -> Request<Full<Bytes>> {
-    Request::get("/")
-        .header("l5d-dst-override", SERVICE)
-        .body(Full::default())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_rule_allows_and_the_default_denies_with_403() {
     let path = policy_file("enforce", ALLOW_EAST);
     let h = harness(&path).await;
 
-    let allowed = send_h1(&h.client(CLIENT_ID, H1), get()).await;
+    let allowed = send_h1(&h.client(CLIENT_ID, H1), routed_get(SERVICE)).await;
     assert_eq!(allowed.status, 200);
     let rule_allow = format!(
         "inbound_http_authz_allow_total{{srv_kind=\"default\",srv_name=\"deny\",authz_kind=\"rule\",authz_name=\"east-podinfo\",tls=\"true\",client_id=\"{CLIENT_ID}\"}}"
@@ -73,7 +63,7 @@ async fn a_rule_allows_and_the_default_denies_with_403() {
 
     let other = h.client(OTHER_ID, H1);
     let mut send = other.http1().await.unwrap();
-    let denied = collect(send.send_request(get()).await.unwrap()).await;
+    let denied = collect(send.send_request(routed_get(SERVICE)).await.unwrap()).await;
     assert_eq!(denied.status, 403);
     assert_eq!(
         denied.header("l5d-proxy-error"),
@@ -81,7 +71,7 @@ async fn a_rule_allows_and_the_default_denies_with_403() {
     );
     // A denial is not fatal: the connection carries the next request.
     send.ready().await.unwrap();
-    let again = collect(send.send_request(get()).await.unwrap()).await;
+    let again = collect(send.send_request(routed_get(SERVICE)).await.unwrap()).await;
     assert_eq!(again.status, 403);
     let deny = format!(
         "inbound_http_authz_deny_total{{srv_kind=\"default\",srv_name=\"deny\",tls=\"true\",client_id=\"{OTHER_ID}\",authority=\"{SERVICE}\",mode=\"enforce\"}}"
@@ -98,13 +88,18 @@ async fn a_rule_allows_and_the_default_denies_with_403() {
 async fn audit_mode_lets_denied_requests_through_and_counts_them() {
     let path = policy_file("audit", &format!("{ALLOW_EAST}mode: audit\n"));
     let h = harness(&path).await;
-    let answer = send_h1(&h.client(OTHER_ID, H1), get()).await;
+    let answer = send_h1(&h.client(OTHER_ID, H1), routed_get(SERVICE)).await;
     assert_eq!(answer.status, 200);
     let audit = format!(
         "inbound_http_authz_deny_total{{srv_kind=\"default\",srv_name=\"deny\",tls=\"true\",client_id=\"{OTHER_ID}\",authority=\"{SERVICE}\",mode=\"audit\"}}"
     );
     assert_eq!(h.metric(&audit).await, 1);
-    assert_eq!(send_h1(&h.client(CLIENT_ID, H1), get()).await.status, 200);
+    assert_eq!(
+        send_h1(&h.client(CLIENT_ID, H1), routed_get(SERVICE))
+            .await
+            .status,
+        200
+    );
     assert_eq!(
         h.metric("inbound_http_authz_deny_total{").await,
         1,
@@ -117,11 +112,11 @@ async fn the_policy_file_is_reloaded_and_a_bad_one_is_refused() {
     let path = policy_file("reload", "default: deny\n");
     let h = harness(&path).await;
     let caller = h.client(CLIENT_ID, H1);
-    assert_eq!(send_h1(&caller, get()).await.status, 403);
+    assert_eq!(send_h1(&caller, routed_get(SERVICE)).await.status, 403);
 
     replace(&path, ALLOW_EAST);
     assert!(
-        eventually(|| async { send_h1(&caller, get()).await.status == 200 }).await,
+        eventually(|| async { send_h1(&caller, routed_get(SERVICE)).await.status == 200 }).await,
         "the new policy was never applied"
     );
     assert_eq!(
@@ -141,7 +136,7 @@ async fn the_policy_file_is_reloaded_and_a_bad_one_is_refused() {
         "the bad file was not refused"
     );
     assert_eq!(
-        send_h1(&caller, get()).await.status,
+        send_h1(&caller, routed_get(SERVICE)).await.status,
         200,
         "the policy in use stays"
     );

@@ -8,19 +8,9 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use identity::issue::Validity;
 use rustls::HandshakeKind;
-use support::{CLIENT_ID, H1, Harness, SERVICE, collect, eventually};
-
-fn get() -> Request<Full<Bytes>> {
-    Request::get("/")
-        .header("l5d-dst-override", SERVICE)
-        .body(Full::default())
-        .unwrap()
-}
+use support::{CLIENT_ID, H1, Harness, SERVICE, collect, eventually, routed_get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returning_caller_resumes_its_session_with_its_identity() {
@@ -30,7 +20,7 @@ async fn a_returning_caller_resumes_its_session_with_its_identity() {
         let tls = client.connect().await.unwrap();
         assert_eq!(tls.get_ref().1.handshake_kind(), Some(expected));
         let mut send = gateway::demo::http1_on(tls).await.unwrap();
-        let answer = collect(send.send_request(get()).await.unwrap()).await;
+        let answer = collect(send.send_request(routed_get(SERVICE)).await.unwrap()).await;
         assert_eq!(answer.status, 200);
         assert_eq!(answer.header("x-seen-l5d-client-id"), Some(CLIENT_ID));
     }
@@ -51,7 +41,13 @@ async fn a_resumed_session_of_an_expired_certificate_is_refused() {
     let client = h.client_with(Some(&creds), H1);
     let tls = client.connect().await.unwrap();
     let mut send = gateway::demo::http1_on(tls).await.unwrap();
-    assert_eq!(send.send_request(get()).await.unwrap().status(), 200);
+    assert_eq!(
+        send.send_request(routed_get(SERVICE))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     drop(send);
     // Let the certificate run out (certificate times have one-second resolution).
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -63,7 +59,7 @@ async fn a_resumed_session_of_an_expired_certificate_is_refused() {
                 Some(HandshakeKind::Resumed)
             );
             let mut send = gateway::demo::http1_on(tls).await.unwrap();
-            send.send_request(get()).await.is_err()
+            send.send_request(routed_get(SERVICE)).await.is_err()
         }
     };
     assert!(

@@ -10,10 +10,8 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use support::{CLIENT_ID, H1, H2, Harness, SERVICE, eventually, eventually_for};
+use http_body_util::BodyExt;
+use support::{CLIENT_ID, H1, H2, Harness, SERVICE, eventually, eventually_for, routed_get};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -97,13 +95,6 @@ async fn harness() -> Harness {
     .await
 }
 
-fn get(target: &str) -> Request<Full<Bytes>> {
-    Request::get("/")
-        .header("l5d-dst-override", target)
-        .body(Full::default())
-        .unwrap()
-}
-
 /// Status, `l5d-proxy-error`, and whether the body arrived whole; status 0 when the connection
 /// ended without a response.
 async fn outcome(
@@ -145,10 +136,10 @@ async fn each_upstream_fault_gets_its_status_and_the_gateway_stays_healthy() {
         let send = async |target: &str| {
             if alpn == H1 {
                 let mut send = client.http1().await.unwrap();
-                outcome(send.send_request(get(target)).await).await
+                outcome(send.send_request(routed_get(target)).await).await
             } else {
                 // As a Linkerd proxy sends an upgraded HTTP/1 request: the backends speak HTTP/1.
-                let mut req = get(target);
+                let mut req = routed_get(target);
                 req.headers_mut()
                     .insert("l5d-orig-proto", http::HeaderValue::from_static("HTTP/1.1"));
                 let mut send = shared.clone().unwrap();

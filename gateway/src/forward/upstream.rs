@@ -564,14 +564,20 @@ impl Endpoint {
         *ejection = Ejection::default();
     }
 
-    /// Drops pooled HTTP/1 connections idle for `max_idle` or longer (oldest first, at the
-    /// front) and closed ones; returns how many.
+    /// The sweep: drops pooled HTTP/1 connections idle for `max_idle` or longer and closed ones
+    /// anywhere in the pool; returns how many.
     fn expire_idle(&self, max_idle: Duration, count: &Gauge) -> usize {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        Self::expire(&mut idle, max_idle, count)
+        let expired = Self::drop_expired(&mut idle, max_idle, count);
+        let before = idle.len();
+        idle.retain(|(send, _)| !send.is_closed());
+        let closed = before - idle.len();
+        count.dec_by(i64::try_from(closed).unwrap_or(0));
+        expired + closed
     }
 
-    fn expire(
+    /// Drops the entries idle for `max_idle` or longer: the oldest, at the front.
+    fn drop_expired(
         idle: &mut Vec<(http1::SendRequest<Incoming>, Instant)>,
         max_idle: Duration,
         count: &Gauge,
@@ -582,17 +588,14 @@ impl Endpoint {
             .take_while(|(_, since)| now.saturating_duration_since(*since) >= max_idle)
             .count();
         idle.drain(..expired);
-        let before = idle.len();
-        idle.retain(|(send, _)| !send.is_closed());
-        let dropped = expired + (before - idle.len());
-        count.dec_by(i64::try_from(dropped).unwrap_or(0));
-        dropped
+        count.dec_by(i64::try_from(expired).unwrap_or(0));
+        expired
     }
 
     /// An idle HTTP/1 connection ready for a request; closed and expired ones are dropped.
     fn take_idle(&self, max_idle: Duration, count: &Gauge) -> Option<http1::SendRequest<Incoming>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        Self::expire(&mut idle, max_idle, count);
+        Self::drop_expired(&mut idle, max_idle, count);
         // Newest first (warmest); busy ones (a response body still streaming) stay, closed
         // ones met on the way are dropped.
         let mut i = idle.len();

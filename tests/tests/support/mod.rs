@@ -183,6 +183,30 @@ pub async fn assert_refused(client: &MtlsClient) {
     }
 }
 
+/// `GET /` routed to `target` by `l5d-dst-override`.
+pub fn routed_get(target: &str) -> Request<Full<Bytes>> {
+    Request::get("/")
+        .header("l5d-dst-override", target)
+        .body(Full::default())
+        .unwrap()
+}
+
+/// Whether `counter` (bytes a backend has handed over) stops moving — unchanged across 300 ms —
+/// within 20 s: the flow control of a caller that does not read has reached the backend.
+pub async fn stalls(counter: &std::sync::atomic::AtomicU64) -> bool {
+    let mut last = u64::MAX;
+    eventually_for(std::time::Duration::from_secs(20), || {
+        let now = counter.load(std::sync::atomic::Ordering::Relaxed);
+        let same = now == last;
+        last = now;
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            same
+        }
+    })
+    .await
+}
+
 /// Polls `f` until it is true, for at most ~5 s (tests never sleep to synchronise).
 pub async fn eventually<F, Fut>(f: F) -> bool
 where
