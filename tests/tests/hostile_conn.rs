@@ -75,28 +75,24 @@ async fn garbage_and_stalled_client_hellos_are_closed_and_counted() {
     );
 }
 
+/// One routed request on an open HTTP/1 connection, once it is ready for the next.
+async fn status(send: &mut gateway::demo::Http1Sender) -> u16 {
+    send.ready().await.unwrap();
+    send.send_request(routed_get(SERVICE))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_max_connections_are_refused_counted_and_recover() {
     let h = Harness::start(|c| c.max_connections = 2).await;
     let client = h.client(CLIENT_ID, H1);
     let mut first = client.http1().await.unwrap();
     let mut second = client.http1().await.unwrap();
-    assert_eq!(
-        first
-            .send_request(routed_get(SERVICE))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        second
-            .send_request(routed_get(SERVICE))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(&mut first).await, 200);
+    assert_eq!(status(&mut second).await, 200);
 
     // The third is closed at once, before a handshake.
     let mut tcp = TcpStream::connect(h.gateway.data_addr).await.unwrap();
@@ -104,14 +100,7 @@ async fn connections_over_max_connections_are_refused_counted_and_recover() {
     let m = &h.gateway.metrics;
     assert!(eventually(|| async { m.refused_count("max_connections") == 1 }).await);
     // Open connections are unaffected.
-    assert_eq!(
-        first
-            .send_request(routed_get(SERVICE))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(&mut first).await, 200);
 
     // Closing one frees its slot.
     drop(second);
