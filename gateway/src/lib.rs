@@ -29,6 +29,7 @@ pub mod forward;
 pub mod forwarded;
 pub mod io;
 pub mod listener;
+pub mod manifests;
 pub mod metrics;
 pub mod policy;
 pub mod resolve;

@@ -54,6 +54,9 @@ enum Command {
         #[command(subcommand)]
         command: gateway::certs::Command,
     },
+    /// Print the Kubernetes objects that run meshgate as a cluster's multicluster gateway
+    /// (`meshgate manifests | kubectl apply -f -`).
+    Manifests(Box<gateway::manifests::Options>),
 }
 
 #[derive(Args)]
@@ -142,6 +145,16 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(&args),
         Command::Certs { command } => gateway::certs::run(command),
+        Command::Manifests(options) => match gateway::manifests::render(&options) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprintln!("meshgate manifests: invalid options:\n{problems}");
+                ExitCode::from(EXIT_BAD_CONFIG as u8)
+            }
+        },
         Command::Demo {
             serve,
             listen,

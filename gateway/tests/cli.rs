@@ -333,3 +333,25 @@ fn check_on_a_bad_policy_file_exits_64_naming_each_problem() {
         "{stderr}"
     );
 }
+
+#[test]
+fn manifests_with_bad_options_exit_64_naming_each_problem() {
+    let out = meshgate()
+        .args([
+            "manifests",
+            "--replicas",
+            "0",
+            "--namespace",
+            "Not_A_Label",
+            "--load-balancer-source-range",
+            "10.0.0.0/40",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(out.stdout.is_empty(), "nothing rendered");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in ["--replicas", "--namespace", "--load-balancer-source-range"] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+}
