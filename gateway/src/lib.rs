@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod app;
 pub mod certs;
+pub mod check;
 pub mod config;
 pub mod conn;
 pub mod credentials;

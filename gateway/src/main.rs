@@ -57,16 +57,34 @@ enum Command {
     /// Print the Kubernetes objects that run meshgate as a cluster's multicluster gateway
     /// (`meshgate manifests | kubectl apply -f -`).
     Manifests(Box<gateway::manifests::Options>),
+    /// Preflight: check the configuration, credentials, identity, expiry and ports `run` would
+    /// use; with `--remote`, check a running gateway as a mesh client. Exits 1 on any failure.
+    Check(Box<CheckCommand>),
+}
+
+#[derive(Args)]
+struct CheckCommand {
+    #[command(flatten)]
+    check: gateway::check::CheckArgs,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// YAML configuration file.
-    #[arg(long, env = ENV_CONFIG)]
-    config: Option<PathBuf>,
     /// Validate, print the effective configuration and exit.
     #[arg(long)]
     check: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+/// The configuration flags of `run` (and `check`).
+#[derive(Args)]
+struct ConfigArgs {
+    /// YAML configuration file.
+    #[arg(long, env = ENV_CONFIG)]
+    config: Option<PathBuf>,
     /// Data listener address [default: 0.0.0.0:4143].
     #[arg(long)]
     listen: Option<String>,
@@ -111,7 +129,11 @@ struct RunArgs {
     log_format: Option<String>,
 }
 
-impl RunArgs {
+impl ConfigArgs {
+    fn load(&self) -> Result<Config, config::Problems> {
+        Config::load(self.config.as_deref(), &ProcessEnv, &self.overrides())
+    }
+
     fn overrides(&self) -> Overrides {
         let mut out: Overrides = Vec::new();
         let flags = [
@@ -145,6 +167,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(&args),
         Command::Certs { command } => gateway::certs::run(command),
+        Command::Check(args) => check(&args),
         Command::Manifests(options) => match gateway::manifests::render(&options) {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -183,7 +206,7 @@ fn run(args: &RunArgs) -> ExitCode {
         eprintln!("meshgate: invalid configuration:\n{problems}");
         ExitCode::from(EXIT_BAD_CONFIG as u8)
     };
-    let config = match Config::load(args.config.as_deref(), &ProcessEnv, &args.overrides()) {
+    let config = match args.config.load() {
         Ok(config) => config,
         Err(problems) => return bad_config(&problems),
     };
@@ -244,6 +267,31 @@ fn run(args: &RunArgs) -> ExitCode {
             eprintln!("meshgate: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn check(args: &CheckCommand) -> ExitCode {
+    use gateway::check::{self, Output};
+    let config = args.config.load();
+    let report = if args.check.remote.is_some() {
+        match runtime(Some(1)) {
+            Ok(rt) => rt.block_on(check::remote(config, &args.check)),
+            Err(e) => {
+                eprintln!("meshgate check: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        check::local(config, &args.check)
+    };
+    match args.check.output {
+        Output::Human => print!("{}", report.render()),
+        Output::Json => println!("{}", report.to_json()),
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -581,3 +581,110 @@ async fn out_of_file_descriptors_pauses_accepting_then_serves_again() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `meshgate check --remote … --output json` against `gw`; returns the exit status and report.
+async fn remote_check(
+    pki: &DemoPki,
+    gw: &Gateway,
+    identity: &str,
+    target: &str,
+) -> (Option<i32>, serde_json::Value) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshgate"));
+    support::without_gateway_env(&mut cmd)
+        .args(["check", "--output", "json", "--remote"])
+        .arg(gw.data.to_string())
+        .arg("--remote-admin")
+        .arg(gw.admin.to_string())
+        .args(["--gateway-identity", identity, "--target", target])
+        .arg("--cert")
+        .arg(pki.dir.join("client.crt"))
+        .arg("--key")
+        .arg(pki.dir.join("client.key"))
+        .arg("--trust-anchors")
+        .arg(pki.dir.join("ca.crt"));
+    // The backend runs on this test's runtime: wait for the check off its threads.
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+/// The checks named `name` in a JSON report.
+fn checks<'a>(report: &'a serde_json::Value, name: &str) -> Vec<&'a serde_json::Value> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"] == name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_remote_reports_the_handshake_readiness_and_routing_of_a_running_gateway() {
+    let dir = std::env::temp_dir().join(format!("meshgate-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki = DemoPki::create(&dir).unwrap();
+    let backend = slow_backend().await;
+    let echo = demo::Backend::start_tcp_echo().await.unwrap();
+    let gw = start_gateway(&pki, backend.addr, echo.addr, &[], None);
+    let ready = eventually(Duration::from_secs(30), || async {
+        ready_status(gw.admin).await == Some(StatusCode::OK)
+    })
+    .await;
+    assert!(ready, "the gateway becomes ready");
+
+    let (status, report) = remote_check(&pki, &gw, demo::GATEWAY_ID, SERVICE).await;
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(report["ok"], true);
+    let handshake = &checks(&report, "handshake")[0]["facts"];
+    assert_eq!(handshake["tls_version"], "TLSv1_3");
+    assert_eq!(handshake["alpn"], "transport.l5d.io/v1");
+    assert_eq!(handshake["gateway_identity"], demo::GATEWAY_ID);
+    assert!(
+        handshake["cipher_suite"]
+            .as_str()
+            .unwrap()
+            .starts_with("TLS13_"),
+        "{handshake}"
+    );
+    assert_eq!(checks(&report, "ready")[0]["facts"]["status"], 200);
+    let route = checks(&report, "route")[0];
+    assert_eq!(route["status"], "ok", "{route}");
+    assert_eq!(route["facts"]["status"], 200);
+
+    // A target outside the allowlist: the gateway refuses it, and check says so.
+    let (status, report) = remote_check(&pki, &gw, demo::GATEWAY_ID, "api.example.com:443").await;
+    assert_eq!(status, Some(1), "{report:#}");
+    assert_eq!(report["ok"], false);
+    let route = checks(&report, "route")[0];
+    assert_eq!(route["status"], "fail");
+    assert!(
+        route["detail"]
+            .as_str()
+            .unwrap()
+            .contains("bad gateway domain"),
+        "{route}"
+    );
+
+    // Announced under another identity: remote proxies would refuse the gateway.
+    let wrong = "other.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local";
+    let (status, report) = remote_check(&pki, &gw, wrong, SERVICE).await;
+    assert_eq!(status, Some(1), "{report:#}");
+    let handshake = checks(&report, "handshake")[0];
+    assert_eq!(handshake["status"], "fail");
+    assert!(
+        handshake["detail"]
+            .as_str()
+            .unwrap()
+            .contains(demo::GATEWAY_ID),
+        "the error names the identity the gateway presented: {handshake}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

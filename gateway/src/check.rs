@@ -1,0 +1,656 @@
+//! `meshgate check`: a preflight for operators. Locally it checks what `meshgate run` would
+//! start with — the configuration, the policy, the trust anchors, that the credentials chain to
+//! them and name the identity the Service announces, how many days each certificate has left,
+//! and that the ports can be bound. With `--remote` it is a mesh client of a running gateway:
+//! the TLS handshake (what was negotiated, who answered), `/ready` over mTLS as the remote
+//! service mirror probes it, and whether a request for a named target is routed.
+//!
+//! Every check reports `ok`, `warn` or `fail`; any `fail` makes the command exit 1.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use identity::inspect;
+use identity::tls_config::{ALPN_HTTP1, ALPN_TRANSPORT_HEADER};
+use identity::{Credentials, TrustAnchors, identity_of_cert};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::app;
+use crate::config::{Config, Problems};
+use crate::demo::{MtlsClient, http1_on};
+use crate::transport_header::{SessionProtocol, TransportHeader};
+
+/// Issuers and anchors with fewer days left than this are a warning (as `linkerd check`).
+const CA_WARN_DAYS: f64 = 60.0;
+/// A leaf with less than this share of its lifetime left is a warning (renewal should have
+/// happened: Linkerd renews at 70 %, the cert-manager setup of `meshgate manifests` at ~48 %).
+const LEAF_WARN_SHARE: f64 = 0.2;
+const DAY: f64 = 86_400.0;
+
+/// How the report is printed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned lines for a person.
+    #[default]
+    Human,
+    /// One JSON object for scripts.
+    Json,
+}
+
+/// `meshgate check`'s own flags (the configuration flags are `meshgate run`'s).
+#[derive(Clone, Debug, Args)]
+pub struct CheckArgs {
+    /// The identity the gateway is announced as (the Service's
+    /// `mirror.linkerd.io/gateway-identity`) [default: the configured identity_name].
+    #[arg(long)]
+    pub gateway_identity: Option<String>,
+    /// Check a running gateway at HOST:PORT as a mesh client instead of the local setup;
+    /// `--cert`/`--key` (or `--identity-dir`) are then the client's credentials and
+    /// `--trust-anchors` the bundle the gateway must chain to.
+    #[arg(long, value_name = "HOST:PORT", requires = "gateway_identity")]
+    pub remote: Option<String>,
+    /// The running gateway's admin port for `/ready` [default: the remote host, port 4191].
+    #[arg(long, value_name = "HOST:PORT", requires = "remote")]
+    pub remote_admin: Option<String>,
+    /// With `--remote`: send `GET /` for this target (NAME:PORT) as a Linkerd proxy does
+    /// (transport header, HTTP/1) and report whether the gateway routed it.
+    #[arg(long, value_name = "NAME:PORT", requires = "remote")]
+    pub target: Option<String>,
+    /// Deadline for each network step.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: Output,
+}
+
+/// A check's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Fine.
+    Ok,
+    /// Works, but needs attention soon.
+    Warn,
+    /// Would not work.
+    Fail,
+}
+
+/// One check.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// What was checked, e.g. `credentials` or `leaf expiry`.
+    pub check: String,
+    /// The outcome.
+    pub status: Status,
+    /// One line for a person.
+    pub detail: String,
+    /// Machine-readable facts (days left, negotiated parameters, status codes).
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub facts: Map<String, Value>,
+}
+
+/// Every check, in the order run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Whether no check failed.
+    pub ok: bool,
+    /// The checks.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn push(&mut self, check: &str, status: Status, detail: impl Into<String>) -> &mut Check {
+        self.checks.push(Check {
+            check: check.to_owned(),
+            status,
+            detail: detail.into(),
+            facts: Map::new(),
+        });
+        self.ok = self.checks.iter().all(|c| c.status != Status::Fail);
+        self.checks.last_mut().unwrap_or_else(|| unreachable!())
+    }
+
+    fn fail(&mut self, check: &str, detail: impl Into<String>) {
+        self.push(check, Status::Fail, detail);
+    }
+
+    /// The checks with the given name.
+    pub fn find(&self, check: &str) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(move |c| c.check == check)
+    }
+
+    /// Aligned lines for a person, then a verdict.
+    pub fn render(&self) -> String {
+        let width = self.checks.iter().map(|c| c.check.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for c in &self.checks {
+            let status = match c.status {
+                Status::Ok => "ok",
+                Status::Warn => "WARN",
+                Status::Fail => "FAIL",
+            };
+            let _ = writeln!(out, "{status:<4}  {:<width$}  {}", c.check, c.detail);
+        }
+        let count = |s| self.checks.iter().filter(|c| c.status == s).count();
+        let (failed, warned) = (count(Status::Fail), count(Status::Warn));
+        let _ = match (failed, warned) {
+            (0, 0) => writeln!(out, "\nall {} checks passed", self.checks.len()),
+            (0, w) => writeln!(out, "\npassed, with {w} warning(s)"),
+            (f, _) => writeln!(out, "\n{f} check(s) failed"),
+        };
+        out
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+/// Checks the local setup: `config` as `meshgate run` would load it.
+pub fn local(config: Result<Config, Problems>, args: &CheckArgs) -> Report {
+    let mut report = Report {
+        ok: true,
+        ..Report::default()
+    };
+    let config = match config {
+        Ok(config) => {
+            report.push("config", Status::Ok, "valid");
+            config
+        }
+        Err(problems) => {
+            report.fail("config", problems.0.join("; "));
+            return report;
+        }
+    };
+    if config.policy.is_some() {
+        match app::load_policy(&config) {
+            Ok(_) => report.push("policy", Status::Ok, "loaded"),
+            Err(problems) => report.push("policy", Status::Fail, problems.0.join("; ")),
+        };
+    }
+    let anchors = anchors(&config, &mut report);
+    let expected = args
+        .gateway_identity
+        .clone()
+        .or_else(|| config.identity_name.clone());
+    if let Some(addr) = &config.identity_svc_addr {
+        certify_setup(&config, addr, &mut report);
+    } else if let Some(anchors) = &anchors {
+        let identity = credentials(&config, anchors, &mut report);
+        if let Some(identity) = identity {
+            compare_identity(&identity, expected.as_deref(), &mut report);
+        }
+    }
+    for (what, addr) in [
+        ("listen", config.listen),
+        ("admin_listen", config.admin_listen),
+    ] {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => report.push("port", Status::Ok, format!("{what} {addr} can be bound")),
+            Err(e) => report.push(
+                "port",
+                Status::Fail,
+                format!("{what} {addr} cannot be bound: {e}"),
+            ),
+        };
+    }
+    report
+}
+
+/// The trust anchors: loaded, and each one's expiry.
+fn anchors(config: &Config, report: &mut Report) -> Option<TrustAnchors> {
+    let (_, _, path) = config.credential_paths();
+    let (what, pem) = match (&path, &config.trust_anchors_pem) {
+        (Some(path), _) => match std::fs::read(path) {
+            Ok(pem) => (path.display().to_string(), pem),
+            Err(e) => {
+                report.fail("trust anchors", format!("{}: {e}", path.display()));
+                return None;
+            }
+        },
+        (None, Some(pem)) => (
+            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS".to_owned(),
+            pem.clone().into_bytes(),
+        ),
+        (None, None) => {
+            report.fail("trust anchors", "none configured");
+            return None;
+        }
+    };
+    match TrustAnchors::from_pem(&what, &pem) {
+        Ok(anchors) => {
+            let n = anchors.anchors().len();
+            report
+                .push(
+                    "trust anchors",
+                    Status::Ok,
+                    format!("{n} root(s) from {what}"),
+                )
+                .facts
+                .insert("roots".to_owned(), json!(n));
+            for anchor in anchors.anchors() {
+                expiry(report, "anchor expiry", &anchor.der, false);
+            }
+            Some(anchors)
+        }
+        Err(e) => {
+            report.fail("trust anchors", e.to_string());
+            None
+        }
+    }
+}
+
+/// The credential files: that they chain to the anchors with a matching key, and each
+/// certificate's expiry. Returns the leaf's identity.
+fn credentials(config: &Config, anchors: &TrustAnchors, report: &mut Report) -> Option<String> {
+    let (Some(cert), Some(key), _) = config.credential_paths() else {
+        report.fail("credentials", "no certificate and key configured");
+        return None;
+    };
+    let verdict = Credentials::load(&cert, &key, anchors);
+    match &verdict {
+        Ok(_) => report.push(
+            "credentials",
+            Status::Ok,
+            format!(
+                "{} chains to the trust anchors; the key matches",
+                cert.display()
+            ),
+        ),
+        Err(e) => report.push(
+            "credentials",
+            Status::Fail,
+            format!("{}: {e}", cert.display()),
+        ),
+    };
+    // Expiry of every certificate in the file, even when the chain does not verify: an expired
+    // leaf is the usual reason.
+    let chain = std::fs::read(&cert)
+        .ok()
+        .and_then(|pem| inspect::read_pem(&cert.display().to_string(), &pem).ok())?;
+    for (i, der) in chain.iter().enumerate() {
+        let what = if i == 0 {
+            "leaf expiry"
+        } else {
+            "issuer expiry"
+        };
+        expiry(report, what, der, i == 0);
+    }
+    chain
+        .first()
+        .and_then(identity_of_cert)
+        .map(|id| id.to_string())
+}
+
+/// Credentials from Linkerd's identity service: what can be checked without asking it.
+fn certify_setup(config: &Config, addr: &str, report: &mut Report) {
+    let token = &config.identity_token_file;
+    match std::fs::metadata(token) {
+        Ok(_) => report.push(
+            "credentials",
+            Status::Ok,
+            format!(
+                "issued by Linkerd's identity service {addr} ({}) for {}; token {} readable",
+                config.identity_svc_name,
+                config.identity_name.as_deref().unwrap_or("?"),
+                token.display()
+            ),
+        ),
+        Err(e) => report.push(
+            "credentials",
+            Status::Fail,
+            format!(
+                "Linkerd's identity service needs the token {}: {e}",
+                token.display()
+            ),
+        ),
+    };
+}
+
+fn compare_identity(actual: &str, expected: Option<&str>, report: &mut Report) {
+    let check = match expected {
+        None => report.push(
+            "identity",
+            Status::Warn,
+            format!(
+                "the certificate names {actual}; not compared (pass --gateway-identity, the \
+                 Service's mirror.linkerd.io/gateway-identity)"
+            ),
+        ),
+        Some(expected) if expected.trim_end_matches('.').eq_ignore_ascii_case(actual) => {
+            report.push("identity", Status::Ok, format!("{actual}, as announced"))
+        }
+        Some(expected) => report.push(
+            "identity",
+            Status::Fail,
+            format!(
+                "the certificate names {actual}, but the gateway is announced as {expected}: \
+                 remote proxies will refuse it"
+            ),
+        ),
+    };
+    check.facts.insert("identity".to_owned(), json!(actual));
+}
+
+/// One certificate's remaining lifetime.
+fn expiry(
+    report: &mut Report,
+    check: &str,
+    der: &rustls::pki_types::CertificateDer<'_>,
+    leaf: bool,
+) {
+    let Ok(cert) = inspect::Report::of(check, der) else {
+        report.fail(check, "not an X.509 certificate");
+        return;
+    };
+    let now = unix_now();
+    let days_left = (cert.not_after - now) as f64 / DAY;
+    let lifetime = (cert.not_after - cert.not_before).max(1) as f64 / DAY;
+    let name = cert
+        .identity
+        .clone()
+        .unwrap_or_else(|| cert.subject.clone());
+    let when = humantime::format_rfc3339_seconds(
+        UNIX_EPOCH + Duration::from_secs(cert.not_after.max(0).unsigned_abs()),
+    );
+    let (status, detail) = if cert.not_before > now {
+        (
+            Status::Fail,
+            format!(
+                "{name}: not valid until {}",
+                humantime::format_rfc3339_seconds(
+                    UNIX_EPOCH + Duration::from_secs(cert.not_before.unsigned_abs())
+                )
+            ),
+        )
+    } else if days_left <= 0.0 {
+        (Status::Fail, format!("{name}: expired {when}"))
+    } else {
+        let soon = if leaf {
+            days_left < lifetime * LEAF_WARN_SHARE
+        } else {
+            days_left < CA_WARN_DAYS
+        };
+        let status = if soon { Status::Warn } else { Status::Ok };
+        (
+            status,
+            format!("{name}: {days_left:.1} days left (until {when})"),
+        )
+    };
+    let check = report.push(check, status, detail);
+    check
+        .facts
+        .insert("subject".to_owned(), json!(cert.subject));
+    check.facts.insert(
+        "days_left".to_owned(),
+        json!((days_left * 10.0).round() / 10.0),
+    );
+    check
+        .facts
+        .insert("not_after".to_owned(), json!(when.to_string()));
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Checks a running gateway as a mesh client with the credentials `config` names.
+pub async fn remote(config: Result<Config, Problems>, args: &CheckArgs) -> Report {
+    let mut report = Report {
+        ok: true,
+        ..Report::default()
+    };
+    let (Some(remote), Some(gateway_id)) = (&args.remote, &args.gateway_identity) else {
+        report.fail("remote", "--remote and --gateway-identity are both needed");
+        return report;
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(problems) => {
+            report.fail("client credentials", problems.0.join("; "));
+            return report;
+        }
+    };
+    let Some(anchors) = anchors(&config, &mut report) else {
+        return report;
+    };
+    let client_creds = match config.credential_paths() {
+        (Some(cert), Some(key), _) => match Credentials::load(&cert, &key, &anchors) {
+            Ok(creds) => {
+                report.push(
+                    "client credentials",
+                    Status::Ok,
+                    format!("{} ({})", creds.identity(), cert.display()),
+                );
+                creds
+            }
+            Err(e) => {
+                report.fail("client credentials", format!("{}: {e}", cert.display()));
+                return report;
+            }
+        },
+        _ => {
+            report.fail(
+                "client credentials",
+                "no --cert and --key (or --identity-dir)",
+            );
+            return report;
+        }
+    };
+    let deadline = args.timeout;
+    let Some(data) = resolve(remote, deadline, "handshake", &mut report).await else {
+        return report;
+    };
+    let client = |addr, alpn: &[&[u8]]| {
+        MtlsClient::new(Some(&client_creds), &anchors, gateway_id, addr, alpn)
+    };
+    let handshake = match client(data, &[ALPN_TRANSPORT_HEADER]) {
+        Ok(client) => tokio::time::timeout(deadline, client.connect()).await,
+        Err(e) => {
+            report.fail("handshake", format!("{e:#}"));
+            return report;
+        }
+    };
+    match handshake {
+        Ok(Ok(tls)) => {
+            let (_, conn) = tls.get_ref();
+            let version = conn.protocol_version().map(|v| format!("{v:?}"));
+            let suite = conn
+                .negotiated_cipher_suite()
+                .map(|s| format!("{:?}", s.suite()));
+            let group = conn
+                .negotiated_key_exchange_group()
+                .map(|g| format!("{:?}", g.name()));
+            let alpn = conn
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned());
+            let peer = conn.peer_certificates().and_then(|c| c.first());
+            let identity = peer.and_then(identity_of_cert).map(|i| i.to_string());
+            let check = report.push(
+                "handshake",
+                Status::Ok,
+                format!(
+                    "{data}: {} {} {}, ALPN {}, gateway identity {}",
+                    version.as_deref().unwrap_or("?"),
+                    suite.as_deref().unwrap_or("?"),
+                    group.as_deref().unwrap_or("?"),
+                    alpn.as_deref().unwrap_or("none"),
+                    identity.as_deref().unwrap_or("?")
+                ),
+            );
+            for (key, value) in [
+                ("tls_version", version),
+                ("cipher_suite", suite),
+                ("key_exchange", group),
+                ("alpn", alpn),
+                ("gateway_identity", identity),
+            ] {
+                check.facts.insert(key.to_owned(), json!(value));
+            }
+            if let Some(peer) = peer {
+                expiry(
+                    &mut report,
+                    "gateway certificate expiry",
+                    &peer.clone().into_owned(),
+                    true,
+                );
+            }
+        }
+        Ok(Err(e)) => report.fail("handshake", format!("{data}: {e}")),
+        Err(_) => report.fail(
+            "handshake",
+            format!("{data}: no answer within {deadline:?}"),
+        ),
+    }
+    // `/ready` over mTLS, as the remote service mirror's probe reaches it.
+    let admin = args
+        .remote_admin
+        .clone()
+        .unwrap_or_else(|| format!("{}:4191", host_of(remote)));
+    if let Some(addr) = resolve(&admin, deadline, "ready", &mut report).await {
+        let probe = async {
+            let client = client(addr, &[ALPN_HTTP1])?;
+            let send = http1_on(client.connect().await?).await?;
+            get(send, "/ready", "admin").await
+        };
+        match tokio::time::timeout(deadline, probe).await {
+            Ok(Ok((status, _, body))) => {
+                let ok = status == http::StatusCode::OK;
+                let check = report.push(
+                    "ready",
+                    if ok { Status::Ok } else { Status::Fail },
+                    format!("GET https://{addr}/ready: {status} {}", first_line(&body)),
+                );
+                check
+                    .facts
+                    .insert("status".to_owned(), json!(status.as_u16()));
+            }
+            Ok(Err(e)) => report.fail("ready", format!("GET https://{addr}/ready: {e:#}")),
+            Err(_) => report.fail("ready", format!("{addr}: no answer within {deadline:?}")),
+        }
+    }
+    if let Some(target) = &args.target {
+        route(&mut report, target, data, &client, deadline).await;
+    }
+    report
+}
+
+/// `GET /` for `target` through the gateway, with the transport header a Linkerd proxy sends.
+async fn route<F>(
+    report: &mut Report,
+    target: &str,
+    data: SocketAddr,
+    client: &F,
+    deadline: Duration,
+) where
+    F: Fn(SocketAddr, &[&[u8]]) -> anyhow::Result<MtlsClient>,
+{
+    let Some((name, port)) = target
+        .rsplit_once(':')
+        .and_then(|(name, port)| Some((name, port.parse::<u16>().ok()?)))
+    else {
+        report.fail("route", format!("--target {target:?}: must be NAME:PORT"));
+        return;
+    };
+    let header = TransportHeader {
+        port,
+        name: Some(name.to_owned()),
+        protocol: SessionProtocol::Http1,
+    };
+    let attempt = async {
+        let client = client(data, &[ALPN_TRANSPORT_HEADER])?;
+        let send = http1_on(client.connect_with_header(&header).await?).await?;
+        get(send, "/", target).await
+    };
+    match tokio::time::timeout(deadline, attempt).await {
+        Ok(Ok((status, proxy_error, body))) => {
+            let check = match proxy_error {
+                Some(error) => report.push(
+                    "route",
+                    Status::Fail,
+                    format!("{target}: the gateway answered {status} ({error})"),
+                ),
+                None => report.push(
+                    "route",
+                    Status::Ok,
+                    format!(
+                        "{target}: routed, the service answered {status} {}",
+                        first_line(&body)
+                    ),
+                ),
+            };
+            check
+                .facts
+                .insert("status".to_owned(), json!(status.as_u16()));
+        }
+        Ok(Err(e)) => report.fail("route", format!("{target}: {e:#}")),
+        Err(_) => report.fail("route", format!("{target}: no answer within {deadline:?}")),
+    }
+}
+
+/// One GET; returns the status, `l5d-proxy-error` and the body.
+async fn get(
+    mut send: crate::demo::Http1Sender,
+    path: &str,
+    host: &str,
+) -> anyhow::Result<(http::StatusCode, Option<String>, String)> {
+    let request = Request::get(path).header("host", host);
+    let response = send
+        .send_request(request.body(Full::new(Bytes::new()))?)
+        .await?;
+    let status = response.status();
+    let proxy_error = response
+        .headers()
+        .get("l5d-proxy-error")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((
+        status,
+        proxy_error,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
+async fn resolve(
+    addr: &str,
+    deadline: Duration,
+    check: &str,
+    report: &mut Report,
+) -> Option<SocketAddr> {
+    match tokio::time::timeout(deadline, tokio::net::lookup_host(addr)).await {
+        Ok(Ok(mut addrs)) => {
+            let found = addrs.next();
+            if found.is_none() {
+                report.fail(check, format!("{addr}: no address"));
+            }
+            found
+        }
+        Ok(Err(e)) => {
+            report.fail(check, format!("{addr}: {e}"));
+            None
+        }
+        Err(_) => {
+            report.fail(check, format!("{addr}: not resolved within {deadline:?}"));
+            None
+        }
+    }
+}
+
+/// The host part of HOST:PORT (brackets kept for IPv6).
+fn host_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(host, _)| host)
+}
+
+fn first_line(body: &str) -> &str {
+    body.lines().next().unwrap_or("").trim()
+}
