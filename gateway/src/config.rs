@@ -381,6 +381,11 @@ const KEYS: &[(&str, Shape, &[&str])] = &[
     ),
 ];
 
+/// The environment variables that set `key`, first set wins (empty for YAML-only keys).
+pub fn env_vars(key: &str) -> &'static [&'static str] {
+    KEYS.iter().find(|k| k.0 == key).map_or(&[], |k| k.2)
+}
+
 /// `--listen`.
 pub const ENV_LISTEN: &str = "MESHGATE_LISTEN";
 /// `--admin-listen`.

@@ -33,6 +33,7 @@ pub mod listener;
 pub mod manifests;
 pub mod metrics;
 pub mod policy;
+pub mod reference;
 pub mod resolve;
 pub mod target;
 pub mod tls;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use gateway::admin::LogLevel;
 use gateway::config::{
     self, Config, ENV_CONFIG, EXIT_BAD_CONFIG, LogFormat, Overrides, ProcessEnv,
@@ -60,6 +60,9 @@ enum Command {
     /// Preflight: check the configuration, credentials, identity, expiry and ports `run` would
     /// use; with `--remote`, check a running gateway as a mesh client. Exits 1 on any failure.
     Check(Box<CheckCommand>),
+    /// Print the configuration reference (docs/configuration.md) generated from the code.
+    #[command(hide = true)]
+    ConfigReference,
 }
 
 #[derive(Args)]
@@ -168,6 +171,10 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&args),
         Command::Certs { command } => gateway::certs::run(command),
         Command::Check(args) => check(&args),
+        Command::ConfigReference => {
+            print!("{}", gateway::reference::render(&Cli::command()));
+            ExitCode::SUCCESS
+        }
         Command::Manifests(options) => match gateway::manifests::render(&options) {
             Ok(yaml) => {
                 print!("{yaml}");

@@ -509,3 +509,25 @@ fn check_fails_on_an_expired_leaf_and_on_a_bad_config() {
     assert_eq!(statuses(&report, "config"), ["fail"]);
     assert!(detail(&report, "config").contains("listen"), "{report:#}");
 }
+
+#[test]
+fn the_configuration_reference_in_docs_is_up_to_date() {
+    let out = meshgate().arg("config-reference").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == rendered,
+        "docs/configuration.md is out of date: run `cargo run -- config-reference > docs/configuration.md`"
+    );
+    // It is generated from the code: every key and every subcommand is in it.
+    for needle in [
+        "| `drain_delay` | `5s` | `MESHGATE_DRAIN_DELAY` |",
+        "### `meshgate manifests`",
+        "### `meshgate check`",
+        "`--remote HOST:PORT`",
+    ] {
+        assert!(rendered.contains(needle), "missing {needle:?}");
+    }
+}
