@@ -272,16 +272,21 @@ fn deployment(o: &Options, inputs: &Inputs, id: &str, secret: &str, anchors_cm: 
     ];
     let mut mounts = String::new();
     let mut volumes = String::new();
+    // A volume (its source as YAML lines under the name) and its read-only mount.
+    let mut volume = |name: &str, path: &str, source: &str| {
+        let _ = write!(
+            mounts,
+            "            - name: {name}\n              mountPath: {path}\n              readOnly: true\n"
+        );
+        let _ = write!(volumes, "        - name: {name}\n{source}");
+    };
     match o.identity {
         IdentityMode::CertManager | IdentityMode::Secret => {
             args.push(format!("--identity-dir={IDENTITY_MOUNT}"));
-            let _ = write!(
-                mounts,
-                "            - name: identity\n              mountPath: {IDENTITY_MOUNT}\n              readOnly: true\n"
-            );
-            let _ = write!(
-                volumes,
-                "        - name: identity\n          secret:\n            secretName: {secret}\n"
+            volume(
+                "identity",
+                IDENTITY_MOUNT,
+                &format!("          secret:\n            secretName: {secret}\n"),
             );
         }
         IdentityMode::Linkerd => {
@@ -303,25 +308,19 @@ fn deployment(o: &Options, inputs: &Inputs, id: &str, secret: &str, anchors_cm: 
                 "LINKERD2_PROXY_IDENTITY_TOKEN_FILE",
                 format!("{TOKEN_MOUNT}/linkerd-identity-token"),
             ));
-            let _ = write!(
-                mounts,
-                "            - name: linkerd-identity-token\n              mountPath: {TOKEN_MOUNT}\n              readOnly: true\n"
-            );
-            let _ = write!(
-                volumes,
-                "        - name: linkerd-identity-token\n          projected:\n            sources:\n              - serviceAccountToken:\n                  audience: identity.l5d.io\n                  expirationSeconds: 86400\n                  path: linkerd-identity-token\n"
+            volume(
+                "linkerd-identity-token",
+                TOKEN_MOUNT,
+                "          projected:\n            sources:\n              - serviceAccountToken:\n                  audience: identity.l5d.io\n                  expirationSeconds: 86400\n                  path: linkerd-identity-token\n",
             );
         }
     }
     if inputs.anchors_pem.is_some() {
         args.push(format!("--trust-anchors={ANCHORS_MOUNT}/ca-bundle.crt"));
-        let _ = write!(
-            mounts,
-            "            - name: trust-anchors\n              mountPath: {ANCHORS_MOUNT}\n              readOnly: true\n"
-        );
-        let _ = write!(
-            volumes,
-            "        - name: trust-anchors\n          configMap:\n            name: {anchors_cm}\n"
+        volume(
+            "trust-anchors",
+            ANCHORS_MOUNT,
+            &format!("          configMap:\n            name: {anchors_cm}\n"),
         );
     }
     let args: String = args

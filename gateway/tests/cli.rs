@@ -363,33 +363,20 @@ fn check_json(args: &[&std::ffi::OsStr]) -> (Option<i32>, serde_json::Value) {
         .args(args)
         .output()
         .unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), report)
+    support::check_report(&out)
 }
 
 /// `name`'s statuses in a report, in order.
 fn statuses(report: &serde_json::Value, name: &str) -> Vec<String> {
-    report["checks"]
-        .as_array()
-        .unwrap()
+    support::checks(report, name)
         .iter()
-        .filter(|c| c["check"] == name)
         .map(|c| c["status"].as_str().unwrap().to_owned())
         .collect()
 }
 
 fn detail(report: &serde_json::Value, name: &str) -> String {
-    report["checks"]
-        .as_array()
-        .unwrap()
+    support::checks(report, name)
         .iter()
-        .filter(|c| c["check"] == name)
         .map(|c| c["detail"].as_str().unwrap())
         .collect::<Vec<_>>()
         .join("\n")
@@ -425,12 +412,7 @@ fn check_passes_a_good_setup_and_reports_days_left_of_each_certificate() {
     // does not fail the check.
     assert_eq!(statuses(&report, "issuer expiry"), ["warn"]);
     assert_eq!(statuses(&report, "port"), ["ok", "ok"]);
-    let leaf = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "leaf expiry")
-        .unwrap();
+    let leaf = support::checks(&report, "leaf expiry")[0];
     let days = leaf["facts"]["days_left"].as_f64().unwrap();
     assert!(
         days > 0.5 && days <= 1.0,

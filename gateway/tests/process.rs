@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use identity::tls_config::{ALPN_H2, ALPN_HTTP1, ALPN_TRANSPORT_HEADER};
-use support::eventually;
+use support::{checks, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -606,24 +606,7 @@ async fn remote_check(
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), report)
-}
-
-/// The checks named `name` in a JSON report.
-fn checks<'a>(report: &'a serde_json::Value, name: &str) -> Vec<&'a serde_json::Value> {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["check"] == name)
-        .collect()
+    support::check_report(&out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,3 +32,23 @@ where
     }
     false
 }
+
+/// The exit status and JSON report of a finished `meshgate check --output json`.
+pub fn check_report(out: &std::process::Output) -> (Option<i32>, serde_json::Value) {
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+/// The checks named `name` in a `meshgate check` JSON report, in order.
+pub fn checks<'a>(report: &'a serde_json::Value, name: &str) -> Vec<&'a serde_json::Value> {
+    report["checks"]
+        .as_array()
+        .map(|all| all.iter().filter(|c| c["check"] == name).collect())
+        .unwrap_or_default()
+}
