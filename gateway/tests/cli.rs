@@ -513,3 +513,50 @@ fn the_configuration_reference_in_docs_is_up_to_date() {
         assert!(rendered.contains(needle), "missing {needle:?}");
     }
 }
+
+#[test]
+fn check_with_linkerd_identity_checks_the_token_instead_of_files() {
+    let ca = TestCa::new("cli.mesh");
+    let dir = temp_dir("check-certify");
+    let anchors = dir.join("ca.crt");
+    std::fs::write(&anchors, ca.anchors_pem()).unwrap();
+    let token = dir.join("token");
+    let run = |token_exists: bool| {
+        if token_exists {
+            std::fs::write(&token, "a-token").unwrap();
+        } else {
+            let _ = std::fs::remove_file(&token);
+        }
+        let out = meshgate()
+            .args([
+                "check",
+                "--output",
+                "json",
+                "--identity-svc-addr",
+                "127.0.0.1:1",
+            ])
+            .arg("--trust-anchors")
+            .arg(&anchors)
+            .args(["--listen=127.0.0.1:0", "--admin-listen=127.0.0.1:0"])
+            .env("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", GATEWAY)
+            .env("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", &token)
+            .output()
+            .unwrap();
+        support::check_report(&out)
+    };
+    let (status, report) = run(false);
+    assert_eq!(status, Some(1), "{report:#}");
+    assert_eq!(statuses(&report, "credentials"), ["fail"]);
+    assert!(
+        detail(&report, "credentials").contains("token"),
+        "{report:#}"
+    );
+    let (status, report) = run(true);
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(statuses(&report, "credentials"), ["ok"]);
+    assert!(
+        detail(&report, "credentials").contains(GATEWAY),
+        "{report:#}"
+    );
+    assert_eq!(statuses(&report, "anchor expiry"), ["ok"]);
+}
