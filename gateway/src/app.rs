@@ -119,7 +119,10 @@ pub enum Reload {
 }
 
 /// The trust anchors a config names.
-fn anchor_source(config: &Config) -> Result<AnchorSource, String> {
+///
+/// # Errors
+/// When it names none.
+pub fn anchor_source(config: &Config) -> Result<AnchorSource, String> {
     let (_, _, anchors_path) = config.credential_paths();
     match (anchors_path, &config.trust_anchors_pem) {
         (Some(path), _) => Ok(AnchorSource::File(path)),

@@ -9,15 +9,16 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use identity::inspect;
+use identity::inspect::{self, Lifetime};
 use identity::tls_config::{ALPN_HTTP1, ALPN_TRANSPORT_HEADER};
 use identity::{Credentials, TrustAnchors, identity_of_cert};
+use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -31,13 +32,11 @@ const CA_WARN_DAYS: f64 = 60.0;
 /// A leaf with less than this share of its lifetime left is a warning (renewal should have
 /// happened: Linkerd renews at 70 %, the cert-manager setup of `meshgate manifests` at ~48 %).
 const LEAF_WARN_SHARE: f64 = 0.2;
-const DAY: f64 = 86_400.0;
 
 /// How the report is printed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     /// Aligned lines for a person.
-    #[default]
     Human,
     /// One JSON object for scripts.
     Json,
@@ -97,10 +96,8 @@ pub struct Check {
 }
 
 /// Every check, in the order run.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct Report {
-    /// Whether no check failed.
-    pub ok: bool,
     /// The checks.
     pub checks: Vec<Check>,
 }
@@ -113,17 +110,16 @@ impl Report {
             detail: detail.into(),
             facts: Map::new(),
         });
-        self.ok = self.checks.iter().all(|c| c.status != Status::Fail);
         self.checks.last_mut().unwrap_or_else(|| unreachable!())
+    }
+
+    /// Whether no check failed (warnings pass).
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.status != Status::Fail)
     }
 
     fn fail(&mut self, check: &str, detail: impl Into<String>) {
         self.push(check, Status::Fail, detail);
-    }
-
-    /// The checks with the given name.
-    pub fn find(&self, check: &str) -> impl Iterator<Item = &Check> {
-        self.checks.iter().filter(move |c| c.check == check)
     }
 
     /// Aligned lines for a person, then a verdict.
@@ -148,18 +144,16 @@ impl Report {
         out
     }
 
-    /// The report as one JSON object.
+    /// The report as one JSON object: `{"ok": …, "checks": […]}`.
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        let report = json!({"ok": self.ok(), "checks": self.checks});
+        serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 }
 
 /// Checks the local setup: `config` as `meshgate run` would load it.
 pub fn local(config: Result<Config, Problems>, args: &CheckArgs) -> Report {
-    let mut report = Report {
-        ok: true,
-        ..Report::default()
-    };
+    let mut report = Report::default();
     let config = match config {
         Ok(config) => {
             report.push("config", Status::Ok, "valid");
@@ -205,28 +199,16 @@ pub fn local(config: Result<Config, Problems>, args: &CheckArgs) -> Report {
     report
 }
 
-/// The trust anchors: loaded, and each one's expiry.
+/// The trust anchors `run` would load, and each one's expiry.
 fn anchors(config: &Config, report: &mut Report) -> Option<TrustAnchors> {
-    let (_, _, path) = config.credential_paths();
-    let (what, pem) = match (&path, &config.trust_anchors_pem) {
-        (Some(path), _) => match std::fs::read(path) {
-            Ok(pem) => (path.display().to_string(), pem),
-            Err(e) => {
-                report.fail("trust anchors", format!("{}: {e}", path.display()));
-                return None;
-            }
-        },
-        (None, Some(pem)) => (
-            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS".to_owned(),
-            pem.clone().into_bytes(),
-        ),
-        (None, None) => {
-            report.fail("trust anchors", "none configured");
-            return None;
-        }
-    };
-    match TrustAnchors::from_pem(&what, &pem) {
-        Ok(anchors) => {
+    let loaded = app::anchor_source(config).and_then(|source| {
+        source
+            .load()
+            .map(|a| (a, source.what()))
+            .map_err(|e| e.to_string())
+    });
+    match loaded {
+        Ok((anchors, what)) => {
             let n = anchors.anchors().len();
             report
                 .push(
@@ -242,7 +224,7 @@ fn anchors(config: &Config, report: &mut Report) -> Option<TrustAnchors> {
             Some(anchors)
         }
         Err(e) => {
-            report.fail("trust anchors", e.to_string());
+            report.fail("trust anchors", e);
             None
         }
     }
@@ -255,27 +237,33 @@ fn credentials(config: &Config, anchors: &TrustAnchors, report: &mut Report) -> 
         report.fail("credentials", "no certificate and key configured");
         return None;
     };
-    let verdict = Credentials::load(&cert, &key, anchors);
-    match &verdict {
+    let (cert_what, key_what) = (cert.display().to_string(), key.display().to_string());
+    let files = std::fs::read(&cert)
+        .map_err(|e| format!("{cert_what}: {e}"))
+        .and_then(|chain| {
+            Ok((
+                chain,
+                std::fs::read(&key).map_err(|e| format!("{key_what}: {e}"))?,
+            ))
+        });
+    let (chain_pem, key_pem) = match files {
+        Ok(files) => files,
+        Err(e) => {
+            report.fail("credentials", e);
+            return None;
+        }
+    };
+    match Credentials::from_pem(&cert_what, &chain_pem, &key_what, &key_pem, anchors) {
         Ok(_) => report.push(
             "credentials",
             Status::Ok,
-            format!(
-                "{} chains to the trust anchors; the key matches",
-                cert.display()
-            ),
+            format!("{cert_what} chains to the trust anchors; the key matches"),
         ),
-        Err(e) => report.push(
-            "credentials",
-            Status::Fail,
-            format!("{}: {e}", cert.display()),
-        ),
+        Err(e) => report.push("credentials", Status::Fail, format!("{cert_what}: {e}")),
     };
     // Expiry of every certificate in the file, even when the chain does not verify: an expired
     // leaf is the usual reason.
-    let chain = std::fs::read(&cert)
-        .ok()
-        .and_then(|pem| inspect::read_pem(&cert.display().to_string(), &pem).ok())?;
+    let chain = inspect::read_pem(&cert_what, &chain_pem).ok()?;
     for (i, der) in chain.iter().enumerate() {
         let what = if i == 0 {
             "leaf expiry"
@@ -341,75 +329,51 @@ fn compare_identity(actual: &str, expected: Option<&str>, report: &mut Report) {
 }
 
 /// One certificate's remaining lifetime.
-fn expiry(
-    report: &mut Report,
-    check: &str,
-    der: &rustls::pki_types::CertificateDer<'_>,
-    leaf: bool,
-) {
+fn expiry(report: &mut Report, check: &str, der: &CertificateDer<'_>, leaf: bool) {
     let Ok(cert) = inspect::Report::of(check, der) else {
         report.fail(check, "not an X.509 certificate");
         return;
     };
-    let now = unix_now();
-    let days_left = (cert.not_after - now) as f64 / DAY;
-    let lifetime = (cert.not_after - cert.not_before).max(1) as f64 / DAY;
-    let name = cert
-        .identity
-        .clone()
-        .unwrap_or_else(|| cert.subject.clone());
-    let when = humantime::format_rfc3339_seconds(
-        UNIX_EPOCH + Duration::from_secs(cert.not_after.max(0).unsigned_abs()),
-    );
-    let (status, detail) = if cert.not_before > now {
-        (
+    let name = cert.identity.as_deref().unwrap_or(&cert.subject);
+    let until = cert.not_after_text();
+    let (status, detail, days_left) = match cert.lifetime(SystemTime::now()) {
+        Lifetime::NotYetValid => (
             Status::Fail,
-            format!(
-                "{name}: not valid until {}",
-                humantime::format_rfc3339_seconds(
-                    UNIX_EPOCH + Duration::from_secs(cert.not_before.unsigned_abs())
-                )
-            ),
-        )
-    } else if days_left <= 0.0 {
-        (Status::Fail, format!("{name}: expired {when}"))
-    } else {
-        let soon = if leaf {
-            days_left < lifetime * LEAF_WARN_SHARE
-        } else {
-            days_left < CA_WARN_DAYS
-        };
-        let status = if soon { Status::Warn } else { Status::Ok };
-        (
-            status,
-            format!("{name}: {days_left:.1} days left (until {when})"),
-        )
+            format!("{name}: not valid until {}", cert.not_before_text()),
+            None,
+        ),
+        Lifetime::Expired { days_ago } => (
+            Status::Fail,
+            format!("{name}: expired {until}"),
+            Some(-days_ago),
+        ),
+        Lifetime::Valid {
+            days_left,
+            share_left,
+        } => {
+            let soon = if leaf {
+                share_left < LEAF_WARN_SHARE
+            } else {
+                days_left < CA_WARN_DAYS
+            };
+            (
+                if soon { Status::Warn } else { Status::Ok },
+                format!("{name}: {days_left:.1} days left (until {until})"),
+                Some(days_left),
+            )
+        }
     };
-    let check = report.push(check, status, detail);
-    check
-        .facts
-        .insert("subject".to_owned(), json!(cert.subject));
-    check.facts.insert(
-        "days_left".to_owned(),
-        json!((days_left * 10.0).round() / 10.0),
-    );
-    check
-        .facts
-        .insert("not_after".to_owned(), json!(when.to_string()));
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    let facts = &mut report.push(check, status, detail).facts;
+    facts.insert("subject".to_owned(), json!(cert.subject));
+    if let Some(days) = days_left {
+        facts.insert("days_left".to_owned(), json!((days * 10.0).round() / 10.0));
+    }
+    facts.insert("not_after".to_owned(), json!(until));
 }
 
 /// Checks a running gateway as a mesh client with the credentials `config` names.
 pub async fn remote(config: Result<Config, Problems>, args: &CheckArgs) -> Report {
-    let mut report = Report {
-        ok: true,
-        ..Report::default()
-    };
+    let mut report = Report::default();
     let (Some(remote), Some(gateway_id)) = (&args.remote, &args.gateway_identity) else {
         report.fail("remote", "--remote and --gateway-identity are both needed");
         return report;
@@ -451,17 +415,18 @@ pub async fn remote(config: Result<Config, Problems>, args: &CheckArgs) -> Repor
     let Some(data) = resolve(remote, deadline, "handshake", &mut report).await else {
         return report;
     };
-    let client = |addr, alpn: &[&[u8]]| {
+    let mesh_client = |addr, alpn: &[&[u8]]| {
         MtlsClient::new(Some(&client_creds), &anchors, gateway_id, addr, alpn)
     };
-    let handshake = match client(data, &[ALPN_TRANSPORT_HEADER]) {
-        Ok(client) => tokio::time::timeout(deadline, client.connect()).await,
+    // What a Linkerd proxy offers the gateway; used again for the routed request.
+    let data_client = match mesh_client(data, &[ALPN_TRANSPORT_HEADER]) {
+        Ok(client) => client,
         Err(e) => {
             report.fail("handshake", format!("{e:#}"));
             return report;
         }
     };
-    match handshake {
+    match tokio::time::timeout(deadline, data_client.connect()).await {
         Ok(Ok(tls)) => {
             let (_, conn) = tls.get_ref();
             let version = conn.protocol_version().map(|v| format!("{v:?}"));
@@ -498,12 +463,7 @@ pub async fn remote(config: Result<Config, Problems>, args: &CheckArgs) -> Repor
                 check.facts.insert(key.to_owned(), json!(value));
             }
             if let Some(peer) = peer {
-                expiry(
-                    &mut report,
-                    "gateway certificate expiry",
-                    &peer.clone().into_owned(),
-                    true,
-                );
+                expiry(&mut report, "gateway certificate expiry", peer, true);
             }
         }
         Ok(Err(e)) => report.fail("handshake", format!("{data}: {e}")),
@@ -519,7 +479,7 @@ pub async fn remote(config: Result<Config, Problems>, args: &CheckArgs) -> Repor
         .unwrap_or_else(|| format!("{}:4191", host_of(remote)));
     if let Some(addr) = resolve(&admin, deadline, "ready", &mut report).await {
         let probe = async {
-            let client = client(addr, &[ALPN_HTTP1])?;
+            let client = mesh_client(addr, &[ALPN_HTTP1])?;
             let send = http1_on(client.connect().await?).await?;
             get(send, "/ready", "admin").await
         };
@@ -540,21 +500,13 @@ pub async fn remote(config: Result<Config, Problems>, args: &CheckArgs) -> Repor
         }
     }
     if let Some(target) = &args.target {
-        route(&mut report, target, data, &client, deadline).await;
+        route(&mut report, target, &data_client, deadline).await;
     }
     report
 }
 
 /// `GET /` for `target` through the gateway, with the transport header a Linkerd proxy sends.
-async fn route<F>(
-    report: &mut Report,
-    target: &str,
-    data: SocketAddr,
-    client: &F,
-    deadline: Duration,
-) where
-    F: Fn(SocketAddr, &[&[u8]]) -> anyhow::Result<MtlsClient>,
-{
+async fn route(report: &mut Report, target: &str, client: &MtlsClient, deadline: Duration) {
     let Some((name, port)) = target
         .rsplit_once(':')
         .and_then(|(name, port)| Some((name, port.parse::<u16>().ok()?)))
@@ -568,7 +520,6 @@ async fn route<F>(
         protocol: SessionProtocol::Http1,
     };
     let attempt = async {
-        let client = client(data, &[ALPN_TRANSPORT_HEADER])?;
         let send = http1_on(client.connect_with_header(&header).await?).await?;
         get(send, "/", target).await
     };

@@ -295,7 +295,7 @@ fn check(args: &CheckCommand) -> ExitCode {
         Output::Human => print!("{}", report.render()),
         Output::Json => println!("{}", report.to_json()),
     }
-    if report.ok {
+    if report.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

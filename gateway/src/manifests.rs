@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, FromArgMatches as _, ValueEnum};
 use identity::{Credentials, IdentityName, TrustAnchors};
 
 use crate::config::{ENV_DRAIN_DELAY, ENV_IDENTITY_NAME, ENV_SHUTDOWN_GRACE_PERIOD, Problems};
@@ -112,28 +112,14 @@ pub struct Options {
     pub no_pod_monitor: bool,
 }
 
+/// The flags' defaults: the options of a bare `meshgate manifests` (one place declares them).
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            namespace: "meshgate".to_owned(),
-            name: "meshgate".to_owned(),
-            cluster_domain: "cluster.local".to_owned(),
-            trust_domain: "cluster.local".to_owned(),
-            identity: IdentityMode::CertManager,
-            cluster_issuer: "linkerd-trust-anchor".to_owned(),
-            trust_anchors: None,
-            credentials_dir: None,
-            replicas: 2,
-            max_replicas: 10,
-            target_cpu: 70,
-            image: concat!("meshgate:", env!("CARGO_PKG_VERSION")).to_owned(),
-            shutdown_grace_period: Duration::from_secs(60),
-            drain_delay: Duration::from_secs(5),
-            external_traffic_policy: None,
-            load_balancer_source_ranges: Vec::new(),
-            load_balancer_class: None,
-            no_pod_monitor: false,
-        }
+        let command = Self::augment_args(clap::Command::new("manifests"));
+        command
+            .try_get_matches_from(["manifests"])
+            .and_then(|matches| Self::from_arg_matches(&matches))
+            .unwrap_or_else(|e| panic!("the flags' defaults parse: {e}"))
     }
 }
 

@@ -21,6 +21,13 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Asserts that `text` contains every needle.
+fn assert_mentions(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
 /// A mounted-secret style directory: `tls.crt` and `tls.key` of `leaf`, `ca.crt` = `anchors_pem`.
 fn identity_dir(name: &str, leaf: &identity::issue::Issued, anchors_pem: &str) -> PathBuf {
     let dir = temp_dir(name);
@@ -46,17 +53,18 @@ fn check_on_a_bad_file_exits_64_naming_each_problem() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for needle in [
-        "listen",
-        "connect_timeout",
-        "unknown key unknown_knob",
-        "gateway_suffixes is empty",
-        "must be name:port",
-        "no credentials",
-        "no trust anchors",
-    ] {
-        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
-    }
+    assert_mentions(
+        &stderr,
+        &[
+            "listen",
+            "connect_timeout",
+            "unknown key unknown_knob",
+            "gateway_suffixes is empty",
+            "must be name:port",
+            "no credentials",
+            "no trust anchors",
+        ],
+    );
 }
 
 #[test]
@@ -351,9 +359,10 @@ fn manifests_with_bad_options_exit_64_naming_each_problem() {
     assert_eq!(out.status.code(), Some(64));
     assert!(out.stdout.is_empty(), "nothing rendered");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for needle in ["--replicas", "--namespace", "--load-balancer-source-range"] {
-        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
-    }
+    assert_mentions(
+        &stderr,
+        &["--replicas", "--namespace", "--load-balancer-source-range"],
+    );
 }
 
 /// `meshgate check … --output json`: the exit status and the report.
@@ -504,14 +513,15 @@ fn the_configuration_reference_in_docs_is_up_to_date() {
         "docs/configuration.md is out of date: run `cargo run -- config-reference > docs/configuration.md`"
     );
     // It is generated from the code: every key and every subcommand is in it.
-    for needle in [
-        "| `drain_delay` | `5s` | `MESHGATE_DRAIN_DELAY` |",
-        "### `meshgate manifests`",
-        "### `meshgate check`",
-        "`--remote HOST:PORT`",
-    ] {
-        assert!(rendered.contains(needle), "missing {needle:?}");
-    }
+    assert_mentions(
+        &rendered,
+        &[
+            "| `drain_delay` | `5s` | `MESHGATE_DRAIN_DELAY` |",
+            "### `meshgate manifests`",
+            "### `meshgate check`",
+            "`--remote HOST:PORT`",
+        ],
+    );
 }
 
 #[test]

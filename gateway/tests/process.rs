@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::io::BufRead;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,6 +160,16 @@ fn start_gateway(
         child,
         log,
     }
+}
+
+/// A fresh demo PKI in its own directory, the slow service and the opaque echo service.
+async fn services(name: &str) -> (PathBuf, DemoPki, SlowBackend, demo::Backend) {
+    let dir = std::env::temp_dir().join(format!("meshgate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki = DemoPki::create(&dir).unwrap();
+    let backend = slow_backend().await;
+    let echo = demo::Backend::start_tcp_echo().await.unwrap();
+    (dir, pki, backend, echo)
 }
 
 /// The process is ours: end it if the test stops early.
@@ -341,11 +352,7 @@ async fn http2_load(client: MtlsClient, tally: Arc<Tally>, seen: Arc<Mutex<HashS
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_under_load_without_failing_an_accepted_request() {
-    let dir = std::env::temp_dir().join(format!("meshgate-drain-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let pki = DemoPki::create(&dir).unwrap();
-    let backend = slow_backend().await;
-    let echo = demo::Backend::start_tcp_echo().await.unwrap();
+    let (dir, pki, backend, echo) = services("drain").await;
     let mut gw = start_gateway(
         &pki,
         backend.addr,
@@ -516,11 +523,7 @@ async fn sigterm_drains_under_load_without_failing_an_accepted_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_file_descriptors_pauses_accepting_then_serves_again() {
-    let dir = std::env::temp_dir().join(format!("meshgate-fds-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let pki = DemoPki::create(&dir).unwrap();
-    let backend = slow_backend().await;
-    let echo = demo::Backend::start_tcp_echo().await.unwrap();
+    let (dir, pki, backend, echo) = services("fds").await;
     // Connections that never start a handshake hold a descriptor until the detect timeout.
     let gw = start_gateway(
         &pki,
@@ -611,11 +614,7 @@ async fn remote_check(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_remote_reports_the_handshake_readiness_and_routing_of_a_running_gateway() {
-    let dir = std::env::temp_dir().join(format!("meshgate-check-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let pki = DemoPki::create(&dir).unwrap();
-    let backend = slow_backend().await;
-    let echo = demo::Backend::start_tcp_echo().await.unwrap();
+    let (dir, pki, backend, echo) = services("check").await;
     let gw = start_gateway(&pki, backend.addr, echo.addr, &[], None);
     let ready = eventually(Duration::from_secs(30), || async {
         ready_status(gw.admin).await == Some(StatusCode::OK)

@@ -11,6 +11,25 @@ use x509_parser::prelude::X509Certificate;
 
 use crate::{Error, TrustAnchors, identity_of_cert, tls_config};
 
+/// Where a moment falls in a certificate's validity period.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Lifetime {
+    /// Before `not_before`.
+    NotYetValid,
+    /// Within the period.
+    Valid {
+        /// Days until `not_after`.
+        days_left: f64,
+        /// The share of the whole lifetime still left, 0 to 1.
+        share_left: f64,
+    },
+    /// After `not_after`.
+    Expired {
+        /// Days since `not_after`.
+        days_ago: f64,
+    },
+}
+
 /// One certificate, described.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
@@ -71,10 +90,37 @@ impl Report {
         }
     }
 
+    /// Where `now` falls in the validity period.
+    pub fn lifetime(&self, now: SystemTime) -> Lifetime {
+        let now = crate::source::unix_seconds(now);
+        let days = |seconds: i64| seconds as f64 / 86_400.0;
+        if now > self.not_after {
+            Lifetime::Expired {
+                days_ago: days(now - self.not_after),
+            }
+        } else if now < self.not_before {
+            Lifetime::NotYetValid
+        } else {
+            Lifetime::Valid {
+                days_left: days(self.not_after - now),
+                share_left: days(self.not_after - now)
+                    / days((self.not_after - self.not_before).max(1)),
+            }
+        }
+    }
+
+    /// `not_before` as RFC 3339 text.
+    pub fn not_before_text(&self) -> String {
+        rfc3339(self.not_before)
+    }
+
+    /// `not_after` as RFC 3339 text.
+    pub fn not_after_text(&self) -> String {
+        rfc3339(self.not_after)
+    }
+
     /// Human-readable lines, as `certs inspect` prints them.
     pub fn render(&self, now: SystemTime) -> String {
-        let now = crate::source::unix_seconds(now);
-        let days_left = (self.not_after - now) as f64 / 86_400.0;
         let mut out = String::new();
         let _ = writeln!(out, "  kind:      {}", self.kind());
         let _ = writeln!(out, "  subject:   {}", self.subject);
@@ -92,12 +138,10 @@ impl Report {
             rfc3339(self.not_before),
             rfc3339(self.not_after)
         );
-        let state = if now > self.not_after {
-            format!("EXPIRED {:.1} days ago", -days_left)
-        } else if now < self.not_before {
-            "NOT VALID YET".to_owned()
-        } else {
-            format!("{days_left:.1} days left")
+        let state = match self.lifetime(now) {
+            Lifetime::Expired { days_ago } => format!("EXPIRED {days_ago:.1} days ago"),
+            Lifetime::NotYetValid => "NOT VALID YET".to_owned(),
+            Lifetime::Valid { days_left, .. } => format!("{days_left:.1} days left"),
         };
         let _ = writeln!(out, "  status:    {state}");
         out
@@ -264,6 +308,27 @@ mod tests {
         })
         .unwrap()
         .chain
+    }
+
+    #[test]
+    fn lifetime_places_a_moment_in_the_validity_period() {
+        let root = Ca::root("root.mesh.test", Validity::from_now(10 * DAY)).unwrap();
+        let report = Report::of("root", root.cert_der()).unwrap();
+        let now = SystemTime::now();
+        let Lifetime::Valid {
+            days_left,
+            share_left,
+        } = report.lifetime(now + 6 * DAY)
+        else {
+            panic!("valid on day 6");
+        };
+        assert!((3.9..=4.1).contains(&days_left), "{days_left}");
+        assert!((0.35..=0.45).contains(&share_left), "{share_left}");
+        assert_eq!(report.lifetime(now - DAY), Lifetime::NotYetValid);
+        let Lifetime::Expired { days_ago } = report.lifetime(now + 12 * DAY) else {
+            panic!("expired on day 12");
+        };
+        assert!((1.9..=2.1).contains(&days_ago), "{days_ago}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub enum AnchorSource {
 
 impl AnchorSource {
     /// What to call it in messages.
-    fn what(&self) -> String {
+    pub fn what(&self) -> String {
         match self {
             AnchorSource::File(path) => path.display().to_string(),
             AnchorSource::Pem(_) => "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS".to_owned(),

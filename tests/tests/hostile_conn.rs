@@ -66,13 +66,7 @@ async fn garbage_and_stalled_client_hellos_are_closed_and_counted() {
     assert!(eventually(|| async { m.refused_count("timeout") == 1 }).await);
     // And the gateway serves a real caller.
     let mut send = h.client(CLIENT_ID, H1).http1().await.unwrap();
-    assert_eq!(
-        send.send_request(routed_get(SERVICE))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(&mut send).await, 200);
 }
 
 /// One routed request on an open HTTP/1 connection, once it is ready for the next.

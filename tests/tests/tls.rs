@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use identity::issue::Validity;
 use rustls::HandshakeKind;
-use support::{CLIENT_ID, H1, Harness, SERVICE, collect, eventually, routed_get};
+use support::{CLIENT_ID, H1, Harness, SERVICE, collect, eventually, routed_get, send_h1};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returning_caller_resumes_its_session_with_its_identity() {
@@ -39,16 +39,7 @@ async fn a_resumed_session_of_an_expired_certificate_is_refused() {
     );
     let creds = short.credentials(&h.anchors).unwrap();
     let client = h.client_with(Some(&creds), H1);
-    let tls = client.connect().await.unwrap();
-    let mut send = gateway::demo::http1_on(tls).await.unwrap();
-    assert_eq!(
-        send.send_request(routed_get(SERVICE))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    drop(send);
+    assert_eq!(send_h1(&client, routed_get(SERVICE)).await.status, 200);
     // Let the certificate run out (certificate times have one-second resolution).
     tokio::time::sleep(Duration::from_secs(4)).await;
     let refused = match client.connect().await {
