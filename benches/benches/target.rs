@@ -3,7 +3,7 @@
 #![allow(clippy::expect_used)] // a bench aborts on setup failure, by design
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gateway::forwarded;
+use gateway::proxy::forwarded;
 use gateway::target::{Suffixes, Target};
 use std::hint::black_box;
 

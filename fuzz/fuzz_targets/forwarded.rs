@@ -1,7 +1,7 @@
 //! Forwarded header values for loop detection: never panics; our own element is always found.
 #![no_main]
 
-use gateway::forwarded;
+use gateway::proxy::forwarded;
 use libfuzzer_sys::fuzz_target;
 
 const GW: &str = "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local";

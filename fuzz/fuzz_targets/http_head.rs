@@ -8,14 +8,11 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use gateway::app::{Limits, Shared};
 use gateway::config::Config;
-use gateway::forward::http::{Routing, serve};
-use gateway::forward::upstream::{Options, Upstream};
+use gateway::control::policy::{self, Policy};
 use gateway::metrics::Metrics;
-use gateway::policy::{self, Policy};
-use gateway::resolve::Resolver;
-use gateway::target::{Suffixes, Target};
+use gateway::proxy::context::{Discovery, Handles, Shared};
+use gateway::proxy::http::{Routing, serve};
 use identity::testing::TestCa;
 use identity::{IdentityName, tls_config};
 use libfuzzer_sys::fuzz_target;
@@ -43,37 +40,30 @@ fn world() -> &'static World {
         let gateway: IdentityName = "gateway.fuzz.mesh".parse().expect("identity");
         let tls = tls_config::server_config(&ca.credentials("gateway.fuzz.mesh"), &ca.anchors(), &[])
             .expect("tls config");
-        let config = Config {
+        // Port 9 on loopback: nothing listens, every connect is refused at once.
+        let mut config = Config {
             header_read_timeout: Duration::from_millis(200),
+            connect_timeout: Duration::from_millis(200),
+            pool_idle_timeout: Duration::from_secs(1),
+            detect_timeout: Duration::from_secs(1),
             ..Config::default()
         };
-        let suffixes = Suffixes::default();
-        // Port 9 on loopback: nothing listens, every connect is refused at once.
-        let web = Target::parse("web.ns.svc.cluster.local:80", &suffixes).expect("target");
-        let metrics = Arc::new(Metrics::new());
-        let upstream = Upstream::new(
-            Resolver::statics_only([(web, vec!["127.0.0.1:9".parse().expect("addr")])]),
-            Options {
-                connect_timeout: Duration::from_millis(200),
-                pool_idle_timeout: Duration::from_secs(1),
-                preserve_header_case: true,
-                max_header_list_size: config.max_header_list_size,
-            },
-            metrics.clone(),
+        config.endpoints.insert(
+            "web.ns.svc.cluster.local:80".to_owned(),
+            vec!["127.0.0.1:9".parse().expect("addr")],
         );
         let (tls_tx, tls_rx) = tokio::sync::watch::channel(Arc::new(tls));
         let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-        let shared = Arc::new(Shared {
+        let handles = Handles {
             identity: gateway,
             tls: tls_rx,
-            suffixes,
-            detect_timeout: Duration::from_secs(1),
-            metrics,
-            upstream,
-            drain: drain_rx,
+            metrics: Arc::new(Metrics::new()),
             policy: Arc::new(policy::Current::new(Policy::default())),
-            limits: Limits::from_config(&config),
-        });
+            drain: drain_rx,
+        };
+        let shared = Arc::new(
+            Shared::new(&config, handles, Discovery::StaticOnly).expect("context"),
+        );
         World {
             rt,
             shared,

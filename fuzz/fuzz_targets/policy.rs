@@ -2,7 +2,7 @@
 //! panicking.
 #![no_main]
 
-use gateway::policy::Policy;
+use gateway::control::policy::Policy;
 use gateway::target::{Suffixes, Target};
 use libfuzzer_sys::fuzz_target;
 

@@ -9,89 +9,19 @@ use anyhow::Context as _;
 use identity::certify::{Certifier, CertifyConfig};
 use identity::source::{AnchorSource, FileSource, Material, Watcher};
 use identity::{Credentials, IdentityName, TrustAnchors};
-use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 
-use crate::admin::{self, AdminState, LogLevel, Readiness};
 use crate::config::{Config, Problems};
-use crate::credentials::{self, Live};
-use crate::forward::upstream::Upstream;
-use crate::listener;
+use crate::control::admin::{self, AdminState, LogLevel};
+use crate::control::credentials::{self, Live};
+use crate::control::drain::Drain;
+use crate::control::policy::{self, Policy};
+use crate::control::readiness::Readiness;
 use crate::metrics::Metrics;
-use crate::policy::{self, Policy};
-use crate::resolve::Resolver;
-use crate::target::{Suffixes, Target};
-
-/// What every connection task shares; built once, immutable.
-pub struct Shared {
-    /// The gateway's own identity (for loop detection and `Forwarded: by=`).
-    pub identity: IdentityName,
-    /// The TLS server configuration of new handshakes (replaced when credentials change).
-    pub tls: watch::Receiver<Arc<ServerConfig>>,
-    /// The target allowlist.
-    pub suffixes: Suffixes,
-    /// Handshake deadline.
-    pub detect_timeout: Duration,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Upstream clients.
-    pub upstream: Upstream,
-    /// Turns true when the gateway drains.
-    pub drain: watch::Receiver<bool>,
-    /// The authorization policy in use.
-    pub policy: Arc<policy::Current>,
-    /// Request limits and timeouts.
-    pub limits: Limits,
-}
-
-/// Request limits and timeouts (README "Timeouts and limits").
-pub struct Limits {
-    /// Requests in flight (until their response body ends).
-    pub in_flight: Arc<Semaphore>,
-    /// Largest request header section, bytes.
-    pub max_header_list_size: usize,
-    /// HTTP/2 streams per downstream connection.
-    pub max_concurrent_streams: u32,
-    /// HTTP/1 header read (and keep-alive idle) deadline.
-    pub header_read_timeout: Duration,
-    /// Keep HTTP/1 header-name case.
-    pub preserve_header_case: bool,
-    /// Tunnel `CONNECT` (else 405).
-    pub http_connect: bool,
-    /// Response-header deadline for targets without their own.
-    pub response_timeout: Option<Duration>,
-    /// Per-target response-header deadlines, by `name:port`.
-    pub response_timeouts: std::collections::HashMap<String, Duration>,
-}
-
-impl Limits {
-    /// The limits a config sets.
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            in_flight: Arc::new(Semaphore::new(config.max_in_flight_requests)),
-            max_header_list_size: config.max_header_list_size,
-            max_concurrent_streams: config.max_concurrent_streams,
-            header_read_timeout: config.header_read_timeout,
-            preserve_header_case: config.preserve_header_case,
-            http_connect: config.http_connect,
-            response_timeout: config.response_timeout,
-            response_timeouts: config
-                .response_timeouts
-                .iter()
-                .map(|(name, d)| (name.to_ascii_lowercase(), **d))
-                .collect(),
-        }
-    }
-
-    /// The response deadline for `authority` (`name:port`).
-    pub fn response_timeout_for(&self, authority: &str) -> Option<Duration> {
-        self.response_timeouts
-            .get(authority)
-            .copied()
-            .or(self.response_timeout)
-    }
-}
+use crate::proxy::context::{Discovery, Handles, Shared};
+use crate::proxy::listener;
+use crate::socket;
 
 /// The credentials and anchors to start with, validated, and how they are kept fresh.
 pub struct LoadedIdentity {
@@ -258,9 +188,7 @@ pub struct Bound {
     pub metrics: Arc<Metrics>,
     /// Readiness (also served on `/ready`).
     pub readiness: Arc<Readiness>,
-    drain: watch::Sender<bool>,
-    permits: Arc<Semaphore>,
-    max_connections: usize,
+    drain: Drain,
     admin: Option<std::thread::JoinHandle<()>>,
     admin_stop: watch::Sender<bool>,
     shutdown: Arc<Notify>,
@@ -315,59 +243,32 @@ pub async fn start(
         }
     };
 
-    let suffixes = config.suffixes().context("gateway suffixes")?;
-    let mut statics = Vec::new();
-    for (name, addrs) in &config.endpoints {
-        let target = Target::parse(name, &suffixes).with_context(|| format!("endpoint {name}"))?;
-        statics.push((target, addrs.clone()));
-    }
-    let upstream = Upstream::new(
-        Resolver::new(
-            statics,
-            crate::resolve::DnsOptions {
-                min_ttl: config.dns_min_ttl,
-                max_ttl: config.dns_max_ttl,
-                idle_timeout: config.dns_max_ttl.max(Duration::from_secs(600)),
-                servers: config.dns_servers.clone(),
-            },
-        ),
-        crate::forward::upstream::Options {
-            connect_timeout: config.connect_timeout,
-            pool_idle_timeout: config.pool_idle_timeout,
-            preserve_header_case: config.preserve_header_case,
-            max_header_list_size: config.max_header_list_size,
-        },
-        metrics.clone(),
-    );
-
-    let data = listener::bind(config.listen)
+    let data = socket::bind(config.listen)
         .with_context(|| format!("bind data listener {}", config.listen))?;
     let data = TcpListener::from_std(data).context("register data listener")?;
     let data_addr = data.local_addr()?;
-    let admin_listener = listener::bind(config.admin_listen)
+    let admin_listener = socket::bind(config.admin_listen)
         .with_context(|| format!("bind admin listener {}", config.admin_listen))?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let (drain, drain_rx) = watch::channel(false);
+    let (drain, drain_rx) = Drain::new(config.max_connections);
     let (admin_stop, admin_stop_rx) = watch::channel(false);
     let identity = material.credentials.identity().clone();
-    let shared = Arc::new(Shared {
+    let handles = Handles {
         identity: identity.clone(),
         tls: tls.data,
-        suffixes,
-        detect_timeout: config.detect_timeout,
         metrics: metrics.clone(),
-        upstream,
-        drain: drain_rx.clone(),
         policy: policy.clone(),
-        limits: Limits::from_config(config),
-    });
+        drain: drain_rx.clone(),
+    };
+    let shared = Shared::new(config, handles, Discovery::Dns)
+        .map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+    let shared = Arc::new(shared);
     tokio::spawn(sweep_idle_upstreams(
         Arc::downgrade(&shared),
         config.pool_idle_timeout,
     ));
-    let permits = Arc::new(Semaphore::new(config.max_connections));
-    tokio::spawn(listener::run(data, shared, permits.clone(), drain_rx));
+    tokio::spawn(listener::run(data, shared, drain.permits(), drain_rx));
 
     let shutdown = Arc::new(Notify::new());
     let state = Arc::new(AdminState {
@@ -419,8 +320,6 @@ pub async fn start(
         metrics,
         readiness,
         drain,
-        permits,
-        max_connections: config.max_connections,
         admin: Some(admin),
         admin_stop,
         shutdown,
@@ -471,15 +370,7 @@ impl Bound {
     /// to their end) — all within `grace` of the start. Returns whether every connection
     /// finished in time.
     pub async fn drain(mut self, delay: Duration, grace: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + grace;
-        self.readiness.set_draining();
-        tokio::time::sleep(delay.min(grace)).await;
-        tracing::info!("listener closed; finishing open connections");
-        let _ = self.drain.send(true);
-        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        let finished = tokio::time::timeout_at(deadline, self.permits.acquire_many(all))
-            .await
-            .is_ok();
+        let finished = self.drain.run(&self.readiness, delay, grace).await;
         let _ = self.admin_stop.send(true);
         if let Some(admin) = self.admin.take() {
             let _ = tokio::task::spawn_blocking(move || admin.join()).await;
@@ -490,7 +381,7 @@ impl Bound {
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        let _ = self.drain.send(true);
+        self.drain.signal_now();
         let _ = self.admin_stop.send(true);
     }
 }

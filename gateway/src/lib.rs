@@ -1,40 +1,37 @@
 //! meshgate: an mTLS multicluster gateway. Remote proxies connect on 4143; the gateway
-//! authenticates them against the shared trust anchors, reads where each request wants to go and
+//! authenticates them against the shared trust anchors, decides where each request may go and
 //! forwards it to a local service. Admin (`/ready`, `/live`, `/metrics`) listens on 4191.
 //!
 //! ```text
-//! listener::run      accept → permit → spawn(conn::serve)                          listener.rs
-//! conn::serve        one task per connection                                        conn.rs
-//!  1 tls::accept       mTLS under the detect deadline → peer identity, ALPN          tls.rs, identity
-//!  2 session           ALPN transport.l5d.io/v1 → transport header → Target +       transport_header.rs
-//!                      protocol (HTTP/1, HTTP/2, opaque); h2/http1/none → HTTP      forward/http.rs, forward/tcp.rs
-//!  3 route             header target, else l5d-dst-override, else :authority/Host   target.rs
-//!  4 checks            suffix allowlist, loop (identity, Forwarded by=)             target.rs, forwarded.rs
-//!  5 forward           rewrite headers, pooled upstream client                      forward/upstream.rs
-//!  6 resolve+connect   static endpoints, else DNS; one retry on another endpoint     resolve.rs
-//!  7 record            request/response/latency, transport bytes                    metrics.rs
+//! proxy::listener::run   accept → permit → spawn(conn::serve)                 proxy/listener.rs
+//! proxy::conn::serve     one task per connection, top to bottom               proxy/conn.rs
+//!  1 tls::accept           mTLS under the detect deadline → peer, ALPN         proxy/tls.rs, identity
+//!  2 session               transport.l5d.io/v1 → transport header; else HTTP   proxy/transport_header.rs
+//!  3 route::decide         target, loop, authorization → Decision (pure)       proxy/route.rs
+//!  4 discover + balance    target → endpoint (static, DNS; P2C/peak-EWMA)      upstream/
+//!  5 connect               TCP (pooled HTTP/1, one HTTP/2 per endpoint)        upstream/pool.rs, connect.rs
+//!  6 forward               HTTP rewrite + exchange, or opaque copy             proxy/http.rs, proxy/tcp.rs
+//!  7 record                one error at the edge; metrics from it              proxy/error.rs, metrics/
 //! ```
+//!
+//! Modules, each below the ones that use it:
+//! - `app`: startup order and ownership → `Bound`.
+//! - `proxy`: the data path (context, listener, conn, tls, transport header, route, http, tcp, error).
+//! - `upstream`: discover, balance, pool, connect.
+//! - `control`: admin, readiness, drain, credentials, policy.
+//! - `metrics`: families with Linkerd's names, label sets, the connection recorder.
+//! - `config`: every key declared once; loading, validation, reference.
+//! - `target`, `socket`: the target name and allowlist; listening sockets.
+//! - `cli`: operator tools (certs, check, demo, manifests, reference) and the mesh client.
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod app;
-pub mod certs;
-pub mod check;
+pub mod cli;
 pub mod config;
-pub mod conn;
-pub mod credentials;
-pub mod demo;
-pub mod error;
-pub mod forward;
-pub mod forwarded;
-pub mod io;
-pub mod listener;
-pub mod manifests;
+pub mod control;
 pub mod metrics;
-pub mod policy;
-pub mod reference;
-pub mod resolve;
+pub mod proxy;
+pub mod socket;
 pub mod target;
-pub mod tls;
-pub mod transport_header;
+pub mod upstream;

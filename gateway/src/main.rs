@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
-use gateway::admin::LogLevel;
+use gateway::app;
+use gateway::cli::demo;
 use gateway::config::{
     self, Config, ENV_CONFIG, EXIT_BAD_CONFIG, LogFormat, Overrides, ProcessEnv,
 };
-use gateway::{app, demo};
+use gateway::control::admin::LogLevel;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -52,11 +53,11 @@ enum Command {
     /// Linkerd users).
     Certs {
         #[command(subcommand)]
-        command: gateway::certs::Command,
+        command: gateway::cli::certs::Command,
     },
     /// Print the Kubernetes objects that run meshgate as a cluster's multicluster gateway
     /// (`meshgate manifests | kubectl apply -f -`).
-    Manifests(Box<gateway::manifests::Options>),
+    Manifests(Box<gateway::cli::manifests::Options>),
     /// Preflight: check the configuration, credentials, identity, expiry and ports `run` would
     /// use; with `--remote`, check a running gateway as a mesh client. Exits 1 on any failure.
     Check(Box<CheckCommand>),
@@ -68,7 +69,7 @@ enum Command {
 #[derive(Args)]
 struct CheckCommand {
     #[command(flatten)]
-    check: gateway::check::CheckArgs,
+    check: gateway::cli::check::CheckArgs,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -169,13 +170,13 @@ impl ConfigArgs {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(&args),
-        Command::Certs { command } => gateway::certs::run(command),
+        Command::Certs { command } => gateway::cli::certs::run(command),
         Command::Check(args) => check(&args),
         Command::ConfigReference => {
-            print!("{}", gateway::reference::render(&Cli::command()));
+            print!("{}", gateway::cli::reference::render(&Cli::command()));
             ExitCode::SUCCESS
         }
-        Command::Manifests(options) => match gateway::manifests::render(&options) {
+        Command::Manifests(options) => match gateway::cli::manifests::render(&options) {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -278,7 +279,7 @@ fn run(args: &RunArgs) -> ExitCode {
 }
 
 fn check(args: &CheckCommand) -> ExitCode {
-    use gateway::check::{self, Output};
+    use gateway::cli::check::{self, Output};
     let config = args.config.load();
     let report = if args.check.remote.is_some() {
         match runtime(Some(1)) {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gateway::manifests::{self, IdentityMode, Options, TrafficPolicy};
+use gateway::cli::manifests::{self, IdentityMode, Options, TrafficPolicy};
 use identity::testing::TestCa;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;

@@ -24,8 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gateway::demo::{self, DemoPki, MtlsClient};
-use gateway::transport_header::{SessionProtocol, TransportHeader};
+use gateway::cli::client::{self, MtlsClient};
+use gateway::cli::demo::{self, DemoPki};
+use gateway::proxy::transport_header::{SessionProtocol, TransportHeader};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -253,7 +254,7 @@ fn request(id: &str) -> Request<Full<Bytes>> {
 /// the gateway closes one, until connecting is refused.
 async fn http1_load(client: MtlsClient, tally: Arc<Tally>, seen: Arc<Mutex<HashSet<String>>>) {
     loop {
-        let Ok(mut send) = demo::http1_on(match client.connect().await {
+        let Ok(mut send) = client::http1_on(match client.connect().await {
             Ok(tls) => tls,
             Err(_) => return, // refused: the listener is closed
         })
@@ -421,7 +422,7 @@ async fn sigterm_drains_under_load_without_failing_an_accepted_request() {
         "/ready turns 503 once the drain starts"
     );
     // A request still running when the listener closes and connections are told to drain.
-    let mut slow_send = demo::http1_on(client(&[ALPN_HTTP1]).connect().await.unwrap())
+    let mut slow_send = client::http1_on(client(&[ALPN_HTTP1]).connect().await.unwrap())
         .await
         .unwrap();
     let slow = tokio::spawn(async move {
@@ -434,7 +435,7 @@ async fn sigterm_drains_under_load_without_failing_an_accepted_request() {
         (status, close, slow_send.ready().await.is_err())
     });
     // Not ready, yet still accepting during the drain delay: a new caller is served.
-    let late = demo::http1_on(client(&[ALPN_HTTP1]).connect().await.unwrap())
+    let late = client::http1_on(client(&[ALPN_HTTP1]).connect().await.unwrap())
         .await
         .unwrap()
         .send_request(request("late"))
@@ -560,7 +561,7 @@ async fn out_of_file_descriptors_pauses_accepting_then_serves_again() {
             else {
                 return false;
             };
-            let Ok(mut send) = demo::http1_on(tls).await else {
+            let Ok(mut send) = client::http1_on(tls).await else {
                 return false;
             };
             matches!(

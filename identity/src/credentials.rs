@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::{Error, IdentityName, TrustAnchors, identity_of_cert, tls_config};
 
@@ -68,7 +68,7 @@ impl Credentials {
         key_pem: &[u8],
         anchors: &TrustAnchors,
     ) -> Result<Self, Error> {
-        let chain = crate::inspect::read_pem(cert_what, chain_pem)?;
+        let chain = crate::pem::read_pem(cert_what, chain_pem)?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| Error::Parse {
             what: key_what.to_owned(),
             reason: format!("no usable private key: {e}"),
@@ -97,7 +97,7 @@ impl Credentials {
         })?;
         check_key_matches(&provider, &key, parsed.public_key().raw)?;
         let identity = identity_of_cert(leaf).ok_or(Error::NoIdentity)?;
-        verify_chain(&provider, &chain, anchors, now)?;
+        crate::verify::verify_chain(&provider, &chain, anchors, now)?;
         let validity = parsed.validity();
         Ok(Self {
             not_before: unix_to_system(validity.not_before.timestamp()),
@@ -151,51 +151,6 @@ fn check_key_matches(
         Some(_) => Err(Error::KeyMismatch),
         // The provider cannot tell the public key: rustls checks again when it builds a config.
         None => Ok(()),
-    }
-}
-
-/// Verifies `chain` (leaf first) to `anchors` at `now` for use as a TLS server certificate.
-///
-/// # Errors
-/// `Untrusted` with webpki's reason.
-pub(crate) fn verify_chain(
-    provider: &CryptoProvider,
-    chain: &[CertificateDer<'static>],
-    anchors: &TrustAnchors,
-    now: SystemTime,
-) -> Result<(), Error> {
-    let (leaf, intermediates) = chain.split_first().ok_or(Error::NoPem {
-        what: "certificate chain".to_owned(),
-        kind: "CERTIFICATE",
-    })?;
-    let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| Error::Untrusted(e.to_string()))?;
-    let now = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
-    let roots = anchors.root_store();
-    ee.verify_for_usage(
-        provider.signature_verification_algorithms.all,
-        &roots.roots,
-        intermediates,
-        now,
-        webpki::KeyUsage::server_auth(),
-        None,
-        None,
-    )
-    .map(|_| ())
-    .map_err(|e| Error::Untrusted(describe_webpki(&e)))
-}
-
-fn describe_webpki(e: &webpki::Error) -> String {
-    match e {
-        webpki::Error::UnknownIssuer => {
-            "unknown issuer (signed by a CA that is not in the trust-anchor bundle)".to_owned()
-        }
-        webpki::Error::CertExpired { .. } => "certificate expired".to_owned(),
-        webpki::Error::CertNotValidYet { .. } => "certificate not valid yet".to_owned(),
-        webpki::Error::InvalidSignatureForPublicKey => "a signature in the chain does not verify: \
-            it reaches an anchor with the right name but a different key (a regenerated root \
-            with the same name?)"
-            .to_owned(),
-        other => format!("{other:?}"),
     }
 }
 

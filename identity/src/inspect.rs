@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::X509Certificate;
 
+pub use crate::pem::read_pem;
 use crate::{Error, TrustAnchors, identity_of_cert, tls_config};
 
 /// Where a moment falls in a certificate's validity period.
@@ -148,26 +148,6 @@ impl Report {
     }
 }
 
-/// Every certificate in a PEM file, in order.
-///
-/// # Errors
-/// Broken PEM framing, no certificate at all, or a certificate that does not parse.
-pub fn read_pem(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Parse {
-            what: what.to_owned(),
-            reason: format!("bad PEM: {e}"),
-        })?;
-    if certs.is_empty() {
-        return Err(Error::NoPem {
-            what: what.to_owned(),
-            kind: "CERTIFICATE",
-        });
-    }
-    Ok(certs)
-}
-
 /// Whether `chain` (a leaf or a CA first, then the intermediates it carries) chains to
 /// `anchors` at `now`.
 ///
@@ -189,8 +169,8 @@ pub fn chains_to(
         .collect::<Vec<_>>()
         .join("; ");
     if !cert.is_ca() {
-        return crate::credentials::verify_chain(&tls_config::provider(), chain, anchors, now)
-            .map_err(|e| match e {
+        return crate::verify::verify_chain(&tls_config::provider(), chain, anchors, now).map_err(
+            |e| match e {
                 Error::Untrusted(reason) if reason.starts_with("unknown issuer") => format!(
                     "it was issued by {} and no chain from it reaches an anchor in the bundle \
                      (the bundle holds: {held}); add that issuer's root to the bundle, or \
@@ -198,7 +178,8 @@ pub fn chains_to(
                     cert.issuer()
                 ),
                 other => other.to_string(),
-            });
+            },
+        );
     }
     // A CA certificate: it is an anchor itself, or is signed by one (directly, or through the
     // intermediates that follow it in the file).

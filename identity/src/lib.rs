@@ -21,6 +21,7 @@ mod error;
 pub mod inspect;
 pub mod issue;
 mod name;
+mod pem;
 pub mod source;
 pub mod tls_config;
 mod verify;

@@ -2,6 +2,7 @@
 //! (first DNS or URI SAN) is required. Also names the reason a handshake was refused.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
@@ -174,6 +175,51 @@ impl Refusal {
             },
             _ => Refusal::Protocol,
         }
+    }
+}
+
+/// Verifies `chain` (leaf first) to `anchors` at `now` for use as a TLS server certificate.
+///
+/// # Errors
+/// `Untrusted` with webpki's reason.
+pub(crate) fn verify_chain(
+    provider: &CryptoProvider,
+    chain: &[CertificateDer<'static>],
+    anchors: &TrustAnchors,
+    now: SystemTime,
+) -> Result<(), Error> {
+    let (leaf, intermediates) = chain.split_first().ok_or(Error::NoPem {
+        what: "certificate chain".to_owned(),
+        kind: "CERTIFICATE",
+    })?;
+    let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| Error::Untrusted(e.to_string()))?;
+    let now = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+    let roots = anchors.root_store();
+    ee.verify_for_usage(
+        provider.signature_verification_algorithms.all,
+        &roots.roots,
+        intermediates,
+        now,
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .map(|_| ())
+    .map_err(|e| Error::Untrusted(describe_webpki(&e)))
+}
+
+fn describe_webpki(e: &webpki::Error) -> String {
+    match e {
+        webpki::Error::UnknownIssuer => {
+            "unknown issuer (signed by a CA that is not in the trust-anchor bundle)".to_owned()
+        }
+        webpki::Error::CertExpired { .. } => "certificate expired".to_owned(),
+        webpki::Error::CertNotValidYet { .. } => "certificate not valid yet".to_owned(),
+        webpki::Error::InvalidSignatureForPublicKey => "a signature in the chain does not verify: \
+            it reaches an anchor with the right name but a different key (a regenerated root \
+            with the same name?)"
+            .to_owned(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gateway::demo::Backend;
+use gateway::cli::demo::Backend;
 use http_body_util::Full;
 use support::*;
 use tokio::net::UdpSocket;

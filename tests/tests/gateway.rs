@@ -254,7 +254,7 @@ async fn backend_down_is_502_with_reason() {
     }
 }
 
-async fn client_is_h2(client: &gateway::demo::MtlsClient) -> bool {
+async fn client_is_h2(client: &gateway::cli::client::MtlsClient) -> bool {
     let tls = client.connect().await.unwrap();
     tls.get_ref().1.alpn_protocol() == Some(b"h2")
 }

@@ -70,7 +70,7 @@ async fn garbage_and_stalled_client_hellos_are_closed_and_counted() {
 }
 
 /// One routed request on an open HTTP/1 connection, once it is ready for the next.
-async fn status(send: &mut gateway::demo::Http1Sender) -> u16 {
+async fn status(send: &mut gateway::cli::client::Http1Sender) -> u16 {
     send.ready().await.unwrap();
     send.send_request(routed_get(SERVICE))
         .await

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use gateway::demo::MtlsClient;
+use gateway::cli::client::MtlsClient;
 use http::{Request, Response};
 use http_body_util::{Full, StreamBody};
 use hyper::body::Frame as BodyFrame;

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use gateway::app::{self, Bound};
+use gateway::cli::client::MtlsClient;
+use gateway::cli::demo::Backend;
 use gateway::config::Config;
-use gateway::demo::{Backend, MtlsClient};
 use identity::issue::{Issued, Validity};
 use identity::testing::{IdentityServer, TestCa};
 use identity::{Credentials, TrustAnchors};

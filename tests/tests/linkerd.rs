@@ -6,8 +6,8 @@
 mod support;
 
 use bytes::Bytes;
-use gateway::demo::Backend;
-use gateway::transport_header::{SessionProtocol, TransportHeader};
+use gateway::cli::demo::Backend;
+use gateway::proxy::transport_header::{SessionProtocol, TransportHeader};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use support::*;
@@ -274,7 +274,7 @@ async fn ready_is_served_over_mtls_on_the_admin_port() {
     let creds = h.ca.credentials(
         "linkerd-service-mirror.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local",
     );
-    let prober = gateway::demo::MtlsClient::new(
+    let prober = gateway::cli::client::MtlsClient::new(
         Some(&creds),
         &h.anchors,
         GATEWAY_ID,

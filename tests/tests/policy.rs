@@ -9,8 +9,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gateway::demo::Backend;
-use gateway::transport_header::{SessionProtocol, TransportHeader};
+use gateway::cli::demo::Backend;
+use gateway::proxy::transport_header::{SessionProtocol, TransportHeader};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -19,7 +19,7 @@ async fn a_returning_caller_resumes_its_session_with_its_identity() {
     for expected in [HandshakeKind::Full, HandshakeKind::Resumed] {
         let tls = client.connect().await.unwrap();
         assert_eq!(tls.get_ref().1.handshake_kind(), Some(expected));
-        let mut send = gateway::demo::http1_on(tls).await.unwrap();
+        let mut send = gateway::cli::client::http1_on(tls).await.unwrap();
         let answer = collect(send.send_request(routed_get(SERVICE)).await.unwrap()).await;
         assert_eq!(answer.status, 200);
         assert_eq!(answer.header("x-seen-l5d-client-id"), Some(CLIENT_ID));
@@ -49,7 +49,7 @@ async fn a_resumed_session_of_an_expired_certificate_is_refused() {
                 tls.get_ref().1.handshake_kind(),
                 Some(HandshakeKind::Resumed)
             );
-            let mut send = gateway::demo::http1_on(tls).await.unwrap();
+            let mut send = gateway::cli::client::http1_on(tls).await.unwrap();
             send.send_request(routed_get(SERVICE)).await.is_err()
         }
     };

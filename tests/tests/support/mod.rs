@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use gateway::app::{self, Bound, LoadedIdentity, Reload};
+use gateway::cli::client::{Http1Sender, Http2Sender, MtlsClient, http1_on, http2_on};
+use gateway::cli::demo::Backend;
 use gateway::config::Config;
-use gateway::demo::{Backend, Http1Sender, Http2Sender, MtlsClient, http1_on, http2_on};
-use gateway::transport_header::TransportHeader;
+use gateway::proxy::transport_header::TransportHeader;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;

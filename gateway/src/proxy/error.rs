@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::{resolve, target};
+use crate::target;
+use crate::upstream::ConnectError;
 
 /// Who caused a failure; also picks the log level (downstream → debug, upstream → warn,
 /// local → error).
@@ -17,25 +18,6 @@ pub enum Blame {
     Upstream,
     /// The gateway itself failed.
     Local,
-}
-
-/// Why an upstream connection could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The target has no endpoints.
-    #[error(transparent)]
-    Resolve(#[from] resolve::Error),
-    /// Every endpoint tried refused or reset the connection.
-    #[error("connect to {addr}: {source}")]
-    Refused {
-        /// The last endpoint tried.
-        addr: std::net::SocketAddr,
-        /// The socket error.
-        source: std::io::Error,
-    },
-    /// The connect did not finish in time.
-    #[error("connect timed out after {}", humantime::format_duration(*.0))]
-    Timeout(Duration),
 }
 
 /// A request that could not be forwarded.
@@ -170,16 +152,13 @@ impl Error {
     }
 }
 
-/// An error and its sources, `: `-separated (for logs and `l5d-proxy-error`).
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
+impl From<crate::upstream::Error> for Error {
+    fn from(error: crate::upstream::Error) -> Self {
+        match error {
+            crate::upstream::Error::Connect(e) => Error::Connect(e),
+            crate::upstream::Error::Exchange(text) => Error::Upstream(text),
+        }
     }
-    text
 }
 
 #[cfg(test)]
@@ -210,9 +189,9 @@ mod tests {
         let timeout = Error::Connect(ConnectError::Timeout(Duration::from_secs(1)));
         assert_eq!(timeout.status(), 504);
         assert_eq!(timeout.to_string(), "connect timed out after 1s");
-        let unresolved = Error::Connect(ConnectError::Resolve(resolve::Error::NoEndpoints(
-            "x".into(),
-        )));
+        let unresolved = Error::Connect(ConnectError::Resolve(
+            crate::upstream::discover::Error::NoEndpoints("x".into()),
+        ));
         assert_eq!(unresolved.status(), 503);
         assert!(!unresolved.is_fatal());
     }

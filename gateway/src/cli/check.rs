@@ -23,9 +23,9 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::app;
+use crate::cli::client::{MtlsClient, http1_on};
 use crate::config::{Config, Problems};
-use crate::demo::{MtlsClient, http1_on};
-use crate::transport_header::{SessionProtocol, TransportHeader};
+use crate::proxy::transport_header::{SessionProtocol, TransportHeader};
 
 /// Issuers and anchors with fewer days left than this are a warning (as `linkerd check`).
 const CA_WARN_DAYS: f64 = 60.0;
@@ -551,7 +551,7 @@ async fn route(report: &mut Report, target: &str, client: &MtlsClient, deadline:
 
 /// One GET; returns the status, `l5d-proxy-error` and the body.
 async fn get(
-    mut send: crate::demo::Http1Sender,
+    mut send: crate::cli::client::Http1Sender,
     path: &str,
     host: &str,
 ) -> anyhow::Result<(http::StatusCode, Option<String>, String)> {

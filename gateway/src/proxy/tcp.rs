@@ -3,8 +3,8 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::app::Shared;
-use crate::error::Error;
+use super::context::Shared;
+use super::error::Error;
 use crate::target::Target;
 
 /// Copies between `downstream` and a new connection to `target` until both directions end.

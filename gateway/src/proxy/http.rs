@@ -24,13 +24,13 @@ use identity::IdentityName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, watch};
 
-use crate::app::Shared;
-use crate::error::{Blame, Error};
-use crate::forward::upstream::Balancer;
-use crate::forwarded;
+use super::context::Shared;
+use super::error::{Blame, Error};
+use super::forwarded;
+use crate::control::policy;
 use crate::metrics::{Allowed, Label, RouteCache};
-use crate::policy;
 use crate::target::Target;
+use crate::upstream::Balancer;
 
 /// The body of every response sent downstream.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -165,7 +165,7 @@ where
         .header_read_timeout(limits.header_read_timeout)
         .preserve_header_case(limits.preserve_header_case)
         .max_headers(MAX_HEADERS)
-        .max_buf_size(super::upstream::buffer_for(parser_limit(
+        .max_buf_size(crate::upstream::buffer_for(parser_limit(
             limits.max_header_list_size,
         )));
     builder

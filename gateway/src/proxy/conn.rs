@@ -9,15 +9,15 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use crate::app::Shared;
-use crate::forward::http::Routing;
-use crate::io::Metered;
+use super::context::Shared;
+use super::http::Routing;
+use super::tls::{self, Alpn};
+use super::transport_header::{self, SessionProtocol, TransportHeader};
+use super::{error, http, tcp};
+use crate::control::policy;
+use crate::metrics::Metered;
 use crate::metrics::{AuthzLabels, ByteMeter, Label, TcpLabels, TransportHeaderLabels};
-use crate::policy;
 use crate::target::Target;
-use crate::tls::{self, Alpn};
-use crate::transport_header::{self, SessionProtocol, TransportHeader};
-use crate::{error, forward};
 
 /// Handles one accepted connection: mTLS handshake and (for `transport.l5d.io/v1`) the transport
 /// header under one detect deadline, then an HTTP or opaque session. Refusals are counted and
@@ -72,7 +72,7 @@ pub async fn serve(
             };
             header_session(&shared, io, &peer, header, remote).await
         }
-        Alpn::H2 | Alpn::Http1 | Alpn::None => forward::http::serve(
+        Alpn::H2 | Alpn::Http1 | Alpn::None => http::serve(
             shared.clone(),
             accepted.stream,
             peer.clone(),
@@ -118,7 +118,7 @@ where
     match header.protocol {
         SessionProtocol::Http1 | SessionProtocol::Http2 => {
             let drain = shared.drain.clone();
-            forward::http::serve(
+            http::serve(
                 shared.clone(),
                 io,
                 peer.clone(),
@@ -161,7 +161,7 @@ where
                 .tcp_authz_allow
                 .get(&AuthzLabels::allowed(&allowed, client_id))
                 .inc();
-            match forward::tcp::proxy(shared, &mut io, &target).await {
+            match tcp::proxy(shared, &mut io, &target).await {
                 Ok(_) => Ok(()),
                 Err(e @ error::Error::Connect(_)) => {
                     shared.metrics.tcp_error("i/o");

@@ -1,17 +1,12 @@
-//! Listeners: bind with socket2, accept under a connection limit, spawn `conn::serve` per
-//! connection. The accept loop only accepts; handshakes run in the spawned tasks.
+//! Sockets: binding a listener (socket2: `SO_REUSEADDR`, dual-stack, backlog) and what an accept
+//! loop does when `accept` fails. Shared by the data and admin listeners.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
 
-use crate::app::Shared;
-use crate::conn;
 use crate::metrics::Metrics;
 
 /// Pending-connection queue length.
@@ -31,37 +26,6 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
-}
-
-/// Accepts until `drain` turns true. Over `permits`, new connections are closed at once and
-/// counted as `max_connections` refusals. On descriptor exhaustion it backs off for a second.
-pub async fn run(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    permits: Arc<Semaphore>,
-    mut drain: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = drain.wait_for(|draining| *draining) => return,
-        };
-        let (tcp, remote) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                after_accept_error(&e, "data", &shared.metrics).await;
-                continue;
-            }
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            if shared.metrics.refuse("max_connections") {
-                tracing::warn!(%remote, "connection refused: max_connections reached");
-            }
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        tokio::spawn(conn::serve(shared.clone(), tcp, remote, permit));
-    }
 }
 
 /// Handles a failed `accept`. Out of file descriptors (EMFILE/ENFILE): counted as

@@ -13,7 +13,7 @@ use identity::tls_config;
 use rustls::ServerConfig;
 use tokio::sync::watch;
 
-use crate::admin::Readiness;
+use super::readiness::Readiness;
 use crate::metrics::Metrics;
 
 /// ALPN of the data listener, in preference order.

@@ -2,34 +2,26 @@
 //! gateway, a trusted caller (HTTP/2 by authority, HTTP/1.1 by `l5d-dst-override`), a refused
 //! caller of a foreign trust anchor — then a summary. The backend and client are reused by tests.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use identity::issue::{Ca, Issued, LeafSpec, Validity};
-use identity::{Credentials, TrustAnchors, tls_config};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+use identity::{TrustAnchors, tls_config};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+mod backend;
+
+pub use backend::Backend;
 
 use crate::app;
+use crate::cli::client::{MtlsClient, http2_on};
 use crate::config::Config;
-use crate::transport_header::{self, SessionProtocol, TransportHeader};
+use crate::proxy::transport_header::{SessionProtocol, TransportHeader};
 
 /// The gateway identity the demo (and a default Linkerd install) uses.
 pub const GATEWAY_ID: &str =
@@ -45,258 +37,6 @@ pub const SERVICES: [&str; 2] = [
 pub const ECHO_SERVICE: (&str, u16) = ("echo.test.svc.cluster.local", 7777);
 
 const DAY: Duration = Duration::from_secs(86_400);
-
-/// A local HTTP/1 + HTTP/2 service: `GET` answers `<name> <method> <path>` and echoes what the
-/// gateway set in `x-seen-*` headers; any request with a body gets the body streamed back.
-pub struct Backend {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-}
-
-impl Backend {
-    /// Starts a backend on `127.0.0.1:0` on the current runtime.
-    ///
-    /// # Errors
-    /// When it cannot bind.
-    pub async fn start(name: &'static str) -> std::io::Result<Self> {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), name).await
-    }
-
-    /// Starts a backend on `addr` (e.g. another loopback address, to stand for another pod).
-    ///
-    /// # Errors
-    /// When it cannot bind.
-    pub async fn start_on(addr: SocketAddr, name: &'static str) -> std::io::Result<Self> {
-        Self::spawn_on(addr, move |tcp| async move {
-            let service =
-                service_fn(move |req| async move { Ok::<_, Infallible>(answer(name, req)) });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // Large headers are the gateway's to limit, not the backend's.
-            builder.http1().max_buf_size(4 << 20);
-            builder.http2().max_header_list_size(4 << 20);
-            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-        })
-        .await
-    }
-
-    /// Starts an opaque TCP echo service on `127.0.0.1:0`: it writes back what it reads and
-    /// closes its write side when the caller closes its own (half-close).
-    ///
-    /// # Errors
-    /// When it cannot bind.
-    pub async fn start_tcp_echo() -> std::io::Result<Self> {
-        Self::spawn(|tcp| async move {
-            let (mut read, mut write) = tcp.into_split();
-            if tokio::io::copy(&mut read, &mut write).await.is_ok() {
-                let _ = write.shutdown().await;
-            }
-        })
-        .await
-    }
-
-    /// Binds `127.0.0.1:0` and runs `serve` on a task per accepted connection.
-    async fn spawn<F, Fut>(serve: F) -> std::io::Result<Self>
-    where
-        F: Fn(TcpStream) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        Self::spawn_on(SocketAddr::from(([127, 0, 0, 1], 0)), serve).await
-    }
-
-    /// Binds `addr` and runs `serve` on a task per accepted connection.
-    async fn spawn_on<F, Fut>(addr: SocketAddr, serve: F) -> std::io::Result<Self>
-    where
-        F: Fn(TcpStream) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counter = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(serve(tcp));
-            }
-        });
-        Ok(Self { addr, connections })
-    }
-
-    /// How many connections it has accepted.
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
-    }
-}
-
-fn answer(name: &str, req: Request<Incoming>) -> Response<BoxBody<Bytes, hyper::Error>> {
-    let mut seen = Vec::new();
-    for header in [
-        "l5d-client-id",
-        "forwarded",
-        "host",
-        "l5d-dst-override",
-        "l5d-orig-proto",
-    ] {
-        let values: Vec<&str> = req
-            .headers()
-            .get_all(header)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if !values.is_empty() {
-            seen.push((format!("x-seen-{header}"), values.join(", ")));
-        }
-    }
-    seen.push(("x-seen-version".to_owned(), format!("{:?}", req.version())));
-    let has_body = req.headers().contains_key(http::header::CONTENT_LENGTH)
-        || req.headers().contains_key(http::header::TRANSFER_ENCODING)
-        || req.version() == http::Version::HTTP_2 && req.method() != http::Method::GET;
-    let grpc = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
-    let mut response = if grpc {
-        // A gRPC echo: the request's messages back, then `grpc-status: 0` as a trailer.
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("grpc-status", HeaderValue::from_static("0"));
-        trailers.insert("grpc-message", HeaderValue::from_static("echoed"));
-        let body = req
-            .into_body()
-            .with_trailers(async move { Some(Ok(trailers)) });
-        let mut response = Response::new(body.boxed());
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        response
-    } else if has_body {
-        Response::new(req.into_body().boxed())
-    } else {
-        let text = format!("{name}: {} {}\n", req.method(), req.uri().path());
-        Response::new(
-            Full::new(Bytes::from(text))
-                .map_err(|never| match never {})
-                .boxed(),
-        )
-    };
-    for (header, value) in seen {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(header.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            response.headers_mut().insert(name, value);
-        }
-    }
-    response
-}
-
-/// An mTLS client of the gateway, as a remote proxy or a plain mTLS HTTP client would be.
-#[derive(Clone)]
-pub struct MtlsClient {
-    connector: TlsConnector,
-    server_name: ServerName<'static>,
-    addr: SocketAddr,
-}
-
-impl MtlsClient {
-    /// A client presenting `credentials` (none: no client certificate) that trusts `anchors`
-    /// and expects the gateway to be `gateway_id`, offering `alpn`.
-    ///
-    /// # Errors
-    /// When the identity is not a valid server name or rustls refuses the key.
-    pub fn new(
-        credentials: Option<&Credentials>,
-        anchors: &TrustAnchors,
-        gateway_id: &str,
-        addr: SocketAddr,
-        alpn: &[&[u8]],
-    ) -> anyhow::Result<Self> {
-        let config = tls_config::client_config(credentials, anchors, alpn)?;
-        Ok(Self {
-            connector: TlsConnector::from(Arc::new(config)),
-            server_name: ServerName::try_from(gateway_id.to_owned())
-                .context("gateway identity as server name")?,
-            addr,
-        })
-    }
-
-    /// Connects and completes the handshake.
-    ///
-    /// # Errors
-    /// Connect or handshake failure (for a refused client: an alert from the gateway, or EOF).
-    pub async fn connect(&self) -> std::io::Result<TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(self.addr).await?;
-        tcp.set_nodelay(true)?;
-        let tls = self
-            .connector
-            .connect(self.server_name.clone(), tcp)
-            .await?;
-        Ok(tls)
-    }
-
-    /// Connects and writes `header` first, as a Linkerd proxy does after negotiating
-    /// `transport.l5d.io/v1` (the client must offer that ALPN).
-    ///
-    /// # Errors
-    /// As [`MtlsClient::connect`], or a write failure.
-    pub async fn connect_with_header(
-        &self,
-        header: &TransportHeader,
-    ) -> std::io::Result<TlsStream<TcpStream>> {
-        let mut tls = self.connect().await?;
-        tls.write_all(&transport_header::encode(header)).await?;
-        Ok(tls)
-    }
-
-    /// Opens an HTTP/1.1 connection.
-    ///
-    /// # Errors
-    /// As [`MtlsClient::connect`], or an HTTP handshake failure.
-    pub async fn http1(&self) -> anyhow::Result<Http1Sender> {
-        http1_on(self.connect().await?).await
-    }
-
-    /// Opens an HTTP/2 connection.
-    ///
-    /// # Errors
-    /// As [`MtlsClient::connect`], or an HTTP/2 handshake failure.
-    pub async fn http2(&self) -> anyhow::Result<Http2Sender> {
-        http2_on(self.connect().await?).await
-    }
-}
-
-/// Sends HTTP/1.1 requests on one connection.
-pub type Http1Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-/// Sends HTTP/2 requests on one connection.
-pub type Http2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
-
-/// Speaks HTTP/1.1 on `io` (a driver task is spawned).
-///
-/// # Errors
-/// The HTTP handshake failure.
-pub async fn http1_on<IO>(io: IO) -> anyhow::Result<Http1Sender>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-    tokio::spawn(conn);
-    Ok(send)
-}
-
-/// Speaks HTTP/2 (prior knowledge) on `io` (a driver task is spawned).
-///
-/// # Errors
-/// The HTTP/2 handshake failure.
-pub async fn http2_on<IO>(io: IO) -> anyhow::Result<Http2Sender>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
-    tokio::spawn(conn);
-    Ok(send)
-}
 
 /// The demo's PKI, written to a directory so `curl` can use it.
 pub struct DemoPki {
@@ -472,7 +212,7 @@ async fn refused_step(intruder: &MtlsClient) -> anyhow::Result<bool> {
             send.send_request(req)
                 .await
                 .map(|r| r.status())
-                .map_err(|e| crate::error::chain(&e))
+                .map_err(|e| crate::upstream::Error::exchange(&e).to_string())
         }
     };
     match outcome {

@@ -1,13 +1,96 @@
-//! `Metered<T>`: a socket wrapper that counts bytes read and written into a [`ByteMeter`].
+//! The connection recorder: `ConnRecord` counts a transport's open, bytes and close;
+//! `ByteMeter` holds byte counts until the labels are known; `Metered<T>` is the socket wrapper
+//! that feeds them.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::metrics::{ByteMeter, ConnRecord};
+use super::Metrics;
+use super::labels::{CloseLabels, TcpLabels};
+
+/// One connection's transport metrics; dropping it records the close.
+pub struct ConnRecord {
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) labels: TcpLabels,
+    /// `tcp_read_bytes_total` for this connection's labels.
+    pub read: Counter,
+    /// `tcp_write_bytes_total` for this connection's labels.
+    pub write: Counter,
+    pub(super) errno: &'static str,
+}
+
+impl ConnRecord {
+    /// Marks the connection as ended by an error of kind `errno`.
+    pub fn set_error(&mut self, errno: &'static str) {
+        self.errno = errno;
+    }
+}
+
+impl Drop for ConnRecord {
+    fn drop(&mut self) {
+        self.metrics.tcp_open_connections.get(&self.labels).dec();
+        self.metrics
+            .tcp_close
+            .get(&CloseLabels {
+                tcp: self.labels.clone(),
+                errno: self.errno,
+            })
+            .inc();
+    }
+}
+
+/// Byte counts of a socket before its labels are known (during the handshake), then forwarded
+/// to the bound counters. Shared between the socket wrapper and the connection task.
+#[derive(Debug, Default)]
+pub struct ByteMeter {
+    read: AtomicU64,
+    write: AtomicU64,
+    bound: std::sync::OnceLock<(Counter, Counter)>,
+}
+
+impl ByteMeter {
+    /// Records `n` bytes read.
+    pub fn add_read(&self, n: usize) {
+        match self.bound.get() {
+            Some((read, _)) => {
+                read.inc_by(n as u64);
+            }
+            None => {
+                self.read.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records `n` bytes written.
+    pub fn add_write(&self, n: usize) {
+        match self.bound.get() {
+            Some((_, write)) => {
+                write.inc_by(n as u64);
+            }
+            None => {
+                self.write.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// From now on counts go to `record`'s counters; what was counted so far is added to them.
+    pub fn bind(&self, record: &ConnRecord) {
+        if self
+            .bound
+            .set((record.read.clone(), record.write.clone()))
+            .is_ok()
+        {
+            record.read.inc_by(self.read.swap(0, Ordering::Relaxed));
+            record.write.inc_by(self.write.swap(0, Ordering::Relaxed));
+        }
+    }
+}
 
 /// An I/O object whose traffic is counted.
 pub struct Metered<T> {

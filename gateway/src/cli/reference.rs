@@ -11,7 +11,7 @@ use serde_norway::Value;
 use crate::config::{self, Config};
 
 /// The source of `Config`, for its field doc comments.
-const CONFIG_SOURCE: &str = include_str!("config.rs");
+const CONFIG_SOURCE: &str = include_str!("../config.rs");
 
 /// One field of `Config`: its YAML key and doc comment.
 struct Field {

@@ -1,0 +1,168 @@
+//! `Shared`: what every connection task of the data path reads — the gateway's identity, the TLS
+//! config of new handshakes, the allowlist, the policy in use, limits, metrics, the upstream side
+//! and the drain signal. Built by [`Shared::new`] from a config and the running pieces, the one
+//! constructor the app, the tests and the fuzz targets use.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use identity::IdentityName;
+use rustls::ServerConfig;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::Config;
+use crate::control::policy;
+use crate::metrics::Metrics;
+use crate::target::{self, Suffixes, Target};
+use crate::upstream::{self, Resolver, Upstream, discover::DnsOptions};
+
+/// What every connection task shares; built once, immutable (the snapshots it holds are swapped
+/// behind their handles).
+pub struct Shared {
+    /// The gateway's own identity (for loop detection and `Forwarded: by=`).
+    pub identity: IdentityName,
+    /// The TLS server configuration of new handshakes (replaced when credentials change).
+    pub tls: watch::Receiver<Arc<ServerConfig>>,
+    /// The target allowlist.
+    pub suffixes: Suffixes,
+    /// Handshake deadline.
+    pub detect_timeout: Duration,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Upstream clients.
+    pub upstream: Upstream,
+    /// Turns true when the gateway drains.
+    pub drain: watch::Receiver<bool>,
+    /// The authorization policy in use.
+    pub policy: Arc<policy::Current>,
+    /// Request limits and timeouts.
+    pub limits: Limits,
+}
+
+/// The running pieces a [`Shared`] is made of, beside the config.
+pub struct Handles {
+    /// The gateway's identity (the name its credentials carry).
+    pub identity: IdentityName,
+    /// The TLS config of new handshakes.
+    pub tls: watch::Receiver<Arc<ServerConfig>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The policy in use.
+    pub policy: Arc<policy::Current>,
+    /// The drain signal.
+    pub drain: watch::Receiver<bool>,
+}
+
+/// How names without static endpoints are found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Discovery {
+    /// DNS (`dns_servers`, else `/etc/resolv.conf`).
+    Dns,
+    /// Static endpoints only: every other name has none (fuzzing, tests that must not query).
+    StaticOnly,
+}
+
+/// Request limits and timeouts (README "Timeouts and limits").
+pub struct Limits {
+    /// Requests in flight (until their response body ends).
+    pub in_flight: Arc<Semaphore>,
+    /// Largest request header section, bytes.
+    pub max_header_list_size: usize,
+    /// HTTP/2 streams per downstream connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/1 header read (and keep-alive idle) deadline.
+    pub header_read_timeout: Duration,
+    /// Keep HTTP/1 header-name case.
+    pub preserve_header_case: bool,
+    /// Tunnel `CONNECT` (else 405).
+    pub http_connect: bool,
+    /// Response-header deadline for targets without their own.
+    pub response_timeout: Option<Duration>,
+    /// Per-target response-header deadlines, by `name:port`.
+    pub response_timeouts: HashMap<String, Duration>,
+}
+
+impl Shared {
+    /// The data path's context for `config`.
+    ///
+    /// # Errors
+    /// An allowlist entry or a static endpoint's name that is not usable (both are checked by
+    /// `Config::validate`, so a validated config does not fail here).
+    pub fn new(
+        config: &Config,
+        handles: Handles,
+        discovery: Discovery,
+    ) -> Result<Self, (String, target::Error)> {
+        let suffixes = config
+            .suffixes()
+            .map_err(|e| ("gateway_suffixes".to_owned(), e))?;
+        let mut statics = Vec::new();
+        for (name, addrs) in &config.endpoints {
+            let target =
+                Target::parse(name, &suffixes).map_err(|e| (format!("endpoint {name}"), e))?;
+            statics.push((target, addrs.clone()));
+        }
+        let resolver = match discovery {
+            Discovery::StaticOnly => Resolver::statics_only(statics),
+            Discovery::Dns => Resolver::new(
+                statics,
+                DnsOptions {
+                    min_ttl: config.dns_min_ttl,
+                    max_ttl: config.dns_max_ttl,
+                    idle_timeout: config.dns_max_ttl.max(Duration::from_secs(600)),
+                    servers: config.dns_servers.clone(),
+                },
+            ),
+        };
+        let upstream = Upstream::new(
+            resolver,
+            upstream::Options {
+                connect_timeout: config.connect_timeout,
+                pool_idle_timeout: config.pool_idle_timeout,
+                preserve_header_case: config.preserve_header_case,
+                max_header_list_size: config.max_header_list_size,
+            },
+            handles.metrics.clone(),
+        );
+        Ok(Self {
+            identity: handles.identity,
+            tls: handles.tls,
+            suffixes,
+            detect_timeout: config.detect_timeout,
+            metrics: handles.metrics,
+            upstream,
+            drain: handles.drain,
+            policy: handles.policy,
+            limits: Limits::from_config(config),
+        })
+    }
+}
+
+impl Limits {
+    /// The limits a config sets.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight_requests)),
+            max_header_list_size: config.max_header_list_size,
+            max_concurrent_streams: config.max_concurrent_streams,
+            header_read_timeout: config.header_read_timeout,
+            preserve_header_case: config.preserve_header_case,
+            http_connect: config.http_connect,
+            response_timeout: config.response_timeout,
+            response_timeouts: config
+                .response_timeouts
+                .iter()
+                .map(|(name, d)| (name.to_ascii_lowercase(), **d))
+                .collect(),
+        }
+    }
+
+    /// The response deadline for `authority` (`name:port`).
+    pub fn response_timeout_for(&self, authority: &str) -> Option<Duration> {
+        self.response_timeouts
+            .get(authority)
+            .copied()
+            .or(self.response_timeout)
+    }
+}
