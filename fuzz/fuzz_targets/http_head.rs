@@ -82,7 +82,6 @@ fuzz_target!(|data: &[u8]| {
             server,
             world.peer.clone(),
             Routing::PerRequest,
-            world.shared.drain.clone(),
         ));
         let exchange = async {
             // Write while reading, so large answers cannot block the writer.

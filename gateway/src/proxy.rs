@@ -7,6 +7,7 @@ pub mod error;
 pub mod forwarded;
 pub mod http;
 pub mod listener;
+pub mod route;
 pub mod tcp;
 pub mod tls;
 pub mod transport_header;

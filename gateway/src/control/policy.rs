@@ -22,15 +22,18 @@
 //! policy for new requests and connections; one that does not is refused with an error log and
 //! a metric, and the policy in use stays.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use identity::IdentityName;
 use identity::source::Settle;
 use serde::Deserialize;
+use tokio::time::Instant;
 
-use crate::metrics::{Allowed, DenyLabels, Label, Metrics};
+use crate::metrics::{Label, Metrics};
 use crate::target::Target;
 
 /// What the policy decides for one caller and target.
@@ -262,6 +265,11 @@ impl Policy {
         Self::from_yaml(&what, &text)
     }
 
+    /// The policy's default (`all-authenticated` or `deny`): the `srv_name` metric label.
+    pub fn default_name(&self) -> &Label {
+        &self.default_name
+    }
+
     /// The first rule allowing `client` to reach `target`, else the default.
     pub fn decide(&self, client: &IdentityName, target: &Target) -> Verdict {
         for rule in &self.rules {
@@ -285,15 +293,25 @@ impl Policy {
     }
 }
 
-/// The policy in use, replaceable while the gateway runs.
+/// The policy in use, replaceable while the gateway runs. Readers keep a [`Snapshot`] and
+/// refresh it when the version moved, so the request path reads one atomic and takes no lock.
 #[derive(Debug, Default)]
 pub struct Current {
     policy: RwLock<Arc<Policy>>,
-    /// The policy allows every authenticated caller (no rules, default allow): the common case
-    /// is decided without a lock.
-    allows_all: std::sync::atomic::AtomicBool,
-    /// What allows a request in that case (made once).
-    default_allowed: Allowed,
+    /// Bumped by every replacement.
+    version: AtomicU64,
+    /// When each caller × target denial was last logged.
+    denials: Mutex<HashMap<CallerTarget, Instant>>,
+}
+
+/// A caller identity and a target authority.
+type CallerTarget = (Arc<str>, Arc<str>);
+
+/// One reader's copy of the policy and the version it is of.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    version: u64,
+    policy: Arc<Policy>,
 }
 
 /// Where a decision is enforced, for the deny counters and the log.
@@ -305,6 +323,11 @@ pub enum Session {
     Tcp,
 }
 
+/// A denial is logged once per caller × target in this period (counted every time).
+const DENIAL_LOG_PERIOD: Duration = Duration::from_secs(60);
+/// Most caller × target pairs remembered for that; past it the oldest half is forgotten.
+const DENIAL_LOG_ENTRIES: usize = 4096;
+
 impl Current {
     /// Starts with `policy`.
     pub fn new(policy: Policy) -> Self {
@@ -313,68 +336,57 @@ impl Current {
         current
     }
 
-    /// Decides for `client` reaching `target` (`authority` is its metric label): what allowed it,
-    /// or `None` when denied. Denials are counted; audit-mode denials are also logged and let
-    /// through.
-    pub fn authorize(
-        &self,
-        metrics: &Metrics,
-        session: Session,
-        client: (&IdentityName, &Label),
-        target: (&Target, &Label),
-    ) -> Option<Allowed> {
-        if self.allows_all.load(std::sync::atomic::Ordering::Acquire) {
-            return Some(self.default_allowed.clone());
-        }
-        let policy = self
-            .policy
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let denied = |mode| {
-            metrics.authz_denied(
-                session == Session::Http,
-                &DenyLabels {
-                    srv_kind: "default",
-                    srv_name: policy.default_name.clone(),
-                    tls: "true",
-                    client_id: client.1.clone(),
-                    authority: target.1.clone(),
-                    mode,
-                },
-            );
-        };
-        match policy.decide(client.0, target.0) {
-            Verdict::Allow { kind, name } => Some(Allowed {
-                srv_name: policy.default_name.clone(),
-                kind,
-                name,
-            }),
-            Verdict::AuditDeny => {
-                denied("audit");
-                tracing::info!(peer = %client.0, target = %target.0, ?session, "policy audit: would be denied");
-                Some(Allowed {
-                    srv_name: policy.default_name.clone(),
-                    kind: "audit",
-                    name: policy.default_name.clone(),
-                })
-            }
-            Verdict::Deny => {
-                denied("enforce");
-                tracing::debug!(peer = %client.0, target = %target.0, ?session, "denied by policy");
-                None
-            }
+    /// The policy in use now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            version: self.version.load(Ordering::Acquire),
+            policy: self
+                .policy
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         }
     }
 
+    /// Brings `snapshot` up to date when the policy was replaced since it was taken.
+    pub fn refresh(&self, snapshot: &mut Snapshot) {
+        if self.version.load(Ordering::Acquire) != snapshot.version {
+            *snapshot = self.snapshot();
+        }
+    }
+
+    /// Whether a denial of `client` reaching `target` should be logged now: once per pair per
+    /// minute, so a denied caller retrying in a loop cannot flood the log.
+    pub fn log_denial(&self, client: &Arc<str>, target: &Arc<str>) -> bool {
+        let now = Instant::now();
+        let mut denials = self.denials.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (client.clone(), target.clone());
+        if let Some(last) = denials.get(&key)
+            && now.saturating_duration_since(*last) < DENIAL_LOG_PERIOD
+        {
+            return false;
+        }
+        if denials.len() >= DENIAL_LOG_ENTRIES {
+            denials.retain(|_, last| now.saturating_duration_since(*last) < DENIAL_LOG_PERIOD);
+            if denials.len() >= DENIAL_LOG_ENTRIES {
+                denials.clear();
+            }
+        }
+        denials.insert(key, now);
+        true
+    }
+
     fn set(&self, policy: Policy) {
-        let allows_all = policy.rules.is_empty() && !policy.deny_by_default;
-        *self
-            .policy
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
-        self.allows_all
-            .store(allows_all, std::sync::atomic::Ordering::Release);
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(policy);
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = Policy;
+
+    fn deref(&self) -> &Policy {
+        &self.policy
     }
 }
 

@@ -1,47 +1,47 @@
-//! `serve()`: the whole data path of one downstream connection, top to bottom.
+//! `serve()`: the whole data path of one downstream connection, top to bottom. The one place a
+//! connection's failure is counted and logged.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use identity::IdentityName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::context::Shared;
+use super::error::{Blame, Error};
 use super::http::Routing;
+use super::route::{self, Decision, Source};
 use super::tls::{self, Alpn};
 use super::transport_header::{self, SessionProtocol, TransportHeader};
-use super::{error, http, tcp};
-use crate::control::policy;
-use crate::metrics::Metered;
-use crate::metrics::{AuthzLabels, ByteMeter, Label, TcpLabels, TransportHeaderLabels};
+use super::{http, tcp};
+use crate::control::policy::Session;
+use crate::metrics::{
+    AuthzLabels, ByteMeter, DenyLabels, Label, Metered, TcpLabels, TransportHeaderLabels,
+};
 use crate::target::Target;
 
 /// Handles one accepted connection: mTLS handshake and (for `transport.l5d.io/v1`) the transport
-/// header under one detect deadline, then an HTTP or opaque session. Refusals are counted and
-/// logged once here; the permit is released on return.
-pub async fn serve(
+/// header under one detect deadline, then an HTTP or opaque session. `permit` (the listener's
+/// connection slot) is released on return. Generic over the stream so tests can drive it in
+/// memory.
+pub async fn serve<IO>(
     shared: Arc<Shared>,
-    tcp: TcpStream,
+    io: IO,
     remote: SocketAddr,
-    _permit: OwnedSemaphorePermit,
-) {
+    permit: Option<OwnedSemaphorePermit>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _permit = permit;
     let deadline = Instant::now() + shared.detect_timeout;
     let meter = Arc::new(ByteMeter::default());
-    let io = Metered::new(tcp, meter.clone());
+    let io = Metered::new(io, meter.clone());
     let config = shared.tls.borrow().clone();
     let accepted = match tls::accept(io, config, deadline).await {
         Ok(accepted) => accepted,
-        Err((refusal, detail)) => {
-            let error = if refusal == identity::Refusal::Timeout {
-                "tls detection timeout"
-            } else {
-                "unexpected"
-            };
-            return refuse(&shared, remote, refusal.as_str(), error, &detail);
-        }
+        Err(error) => return report(&shared, remote, None, &error),
     };
     let mut record = shared
         .metrics
@@ -49,42 +49,29 @@ pub async fn serve(
     meter.bind(&record);
     let peer = accepted.peer;
     tracing::debug!(%remote, %peer, sni = ?accepted.sni, alpn = ?accepted.alpn, "accepted");
-    let drain = shared.drain.clone();
     let result = match accepted.alpn {
         Alpn::TransportHeader => {
-            let read =
-                tokio::time::timeout_at(deadline, transport_header::read(accepted.stream)).await;
-            let (header, io) = match read {
-                Ok(Ok(pair)) => pair,
-                Ok(Err(e)) => {
-                    return refuse(
-                        &shared,
-                        remote,
-                        "bad_transport_header",
-                        "i/o",
-                        &e.to_string(),
-                    );
-                }
-                Err(_) => {
-                    let detail = "no transport header before the detect deadline";
-                    return refuse(&shared, remote, "timeout", "i/o", detail);
-                }
-            };
-            header_session(&shared, io, &peer, header, remote).await
+            match tokio::time::timeout_at(deadline, transport_header::read(accepted.stream)).await {
+                Ok(Ok((header, io))) => header_session(&shared, io, &peer, header).await,
+                Ok(Err(e)) => Err(Error::TransportHeader(e)),
+                Err(_) => Err(Error::TransportHeaderTimeout),
+            }
         }
-        Alpn::H2 | Alpn::Http1 | Alpn::None => http::serve(
-            shared.clone(),
-            accepted.stream,
-            peer.clone(),
-            Routing::PerRequest,
-            drain,
-        )
-        .await
-        .map_err(|e| e.to_string()),
+        Alpn::H2 | Alpn::Http1 | Alpn::None => {
+            http::serve(
+                shared.clone(),
+                accepted.stream,
+                peer.clone(),
+                Routing::PerRequest,
+            )
+            .await
+        }
     };
-    if let Err(error) = result {
-        record.set_error("EIO");
-        tracing::debug!(%remote, %peer, %error, "connection ended with an error");
+    if let Err(error) = result
+        && !error.is_normal_end()
+    {
+        record.set_error(error.errno());
+        report(&shared, remote, Some(&peer), &error);
     }
 }
 
@@ -94,8 +81,7 @@ async fn header_session<IO>(
     mut io: IO,
     peer: &IdentityName,
     header: TransportHeader,
-    remote: SocketAddr,
-) -> Result<(), String>
+) -> Result<(), Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -110,82 +96,110 @@ where
             client_id: Label::from(peer.as_str()),
         })
         .inc();
-    // A gateway has no local application: a header must name a target.
+    // A gateway has no local application: a header must name a target. Parsed once for the
+    // whole session.
     let target = match header.name.as_deref() {
         Some(name) => Target::from_parts(name, header.port, &shared.suffixes),
         None => Err(crate::target::Error::Empty),
     };
     match header.protocol {
         SessionProtocol::Http1 | SessionProtocol::Http2 => {
-            let drain = shared.drain.clone();
-            http::serve(
-                shared.clone(),
-                io,
-                peer.clone(),
-                Routing::Fixed(target),
-                drain,
-            )
-            .await
-            .map_err(|e| e.to_string())
+            http::serve(shared.clone(), io, peer.clone(), Routing::Fixed(target)).await
         }
         SessionProtocol::Opaque => {
-            let target = match target {
-                Ok(target) => target,
-                Err(e) => {
-                    let error = if e.is_bad_domain() {
-                        "gateway domain invalid"
-                    } else {
-                        "unexpected"
-                    };
-                    shared.metrics.tcp_error(error);
-                    tracing::debug!(%remote, %peer, target = name, error = %e, "opaque session refused");
-                    return Ok(());
-                }
+            let policy = shared.policy.snapshot();
+            let snapshot = route::Snapshot {
+                gateway: &shared.identity,
+                suffixes: &shared.suffixes,
+                policy: &policy,
             };
-            if *peer == shared.identity {
-                shared.metrics.tcp_error("gateway loop");
-                tracing::debug!(%remote, %peer, "opaque session refused: gateway loop");
-                return Ok(());
-            }
+            let decided = route::decide(
+                peer,
+                Source::Header(target.as_ref()),
+                std::iter::empty(),
+                &snapshot,
+            );
             let client_id = Label::from(peer.as_str());
-            let Some(allowed) = shared.policy.authorize(
-                &shared.metrics,
-                policy::Session::Tcp,
-                (peer, &client_id),
-                (&target, &Label(target.authority().clone())),
-            ) else {
-                return Ok(());
-            };
+            let decision = decided_or_counted(shared, Session::Tcp, peer, &client_id, decided)?;
             shared
                 .metrics
                 .tcp_authz_allow
-                .get(&AuthzLabels::allowed(&allowed, client_id))
+                .get(&AuthzLabels::allowed(&decision.allowed, client_id))
                 .inc();
-            match tcp::proxy(shared, &mut io, &target).await {
-                Ok(_) => Ok(()),
-                Err(e @ error::Error::Connect(_)) => {
-                    shared.metrics.tcp_error("i/o");
-                    tracing::warn!(%remote, %peer, %target, error = %e, "opaque session failed upstream");
-                    Ok(())
-                }
-                Err(e) => Err(e.to_string()),
-            }
+            tcp::proxy(shared, &mut io, &decision.target).await
         }
     }
 }
 
-/// Counts and logs a connection refused before any session; info the first time per reason.
-fn refuse(
+/// Counts and logs what the decision step said that is worth it (denials, enforced or audited;
+/// once per caller × target per minute in the log) and passes the decision on.
+///
+/// # Errors
+/// The decision's error.
+pub(super) fn decided_or_counted(
     shared: &Shared,
-    remote: SocketAddr,
-    reason: &'static str,
-    error: &'static str,
-    detail: &str,
-) {
-    shared.metrics.tcp_error(error);
-    if shared.metrics.refuse(reason) {
-        tracing::info!(%remote, reason, %detail, "connection refused (first time for this reason)");
-    } else {
-        tracing::debug!(%remote, reason, %detail, "connection refused");
+    session: Session,
+    peer: &IdentityName,
+    client_id: &Label,
+    decided: Result<Decision, route::Error>,
+) -> Result<Decision, Error> {
+    let (target, srv_name, mode) = match &decided {
+        Ok(decision) if decision.audit_denied => (
+            decision.target.authority(),
+            &decision.allowed.srv_name,
+            "audit",
+        ),
+        Err(route::Error::Unauthorized { target, srv_name }) => {
+            (target.authority(), srv_name, "enforce")
+        }
+        _ => return decided.map_err(Error::from),
+    };
+    shared.metrics.authz_denied(
+        session == Session::Http,
+        &DenyLabels {
+            srv_kind: "default",
+            srv_name: srv_name.clone(),
+            tls: "true",
+            client_id: client_id.clone(),
+            authority: Label(target.clone()),
+            mode,
+        },
+    );
+    if shared.policy.log_denial(&client_id.0, target) {
+        let what = if mode == "audit" {
+            "policy audit: would be denied (logged once per caller and target per minute)"
+        } else {
+            "denied by policy (logged once per caller and target per minute)"
+        };
+        tracing::info!(%peer, target = &**target, ?session, "{what}");
+    }
+    decided.map_err(Error::from)
+}
+
+/// Counts and logs a connection's failure once, at the level its blame picks; refusals before a
+/// session are logged at info the first time per reason.
+fn report(shared: &Shared, remote: SocketAddr, peer: Option<&IdentityName>, error: &Error) {
+    if let Some(label) = error.tcp_error() {
+        shared.metrics.tcp_error(label);
+    }
+    let peer = peer.map(IdentityName::as_str).unwrap_or_default();
+    let reason = error.reason();
+    if let Some(refusal) = error.refusal() {
+        if shared.metrics.refuse(refusal) {
+            tracing::info!(%remote, peer, reason, %error, "connection refused (first time for this reason)");
+        } else {
+            tracing::debug!(%remote, peer, reason, %error, "connection refused");
+        }
+        return;
+    }
+    match error.blame() {
+        Blame::Downstream => tracing::debug!(%remote, peer, reason, %error, "connection ended"),
+        Blame::Upstream => {
+            tracing::warn!(%remote, peer, reason, %error, "connection failed upstream")
+        }
+        Blame::Local => tracing::error!(%remote, peer, reason, %error, "connection failed"),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,40 +1,52 @@
-//! `Error`: every way a request can fail, who is to blame, how it is counted, and what the
-//! downstream gets back (status, `l5d-proxy-error`, gRPC status) per DESIGN §5.
+//! `Error`: every way a downstream connection or one of its requests can fail — handshake
+//! refusals, transport-header errors, routing decisions, HTTP limits, upstream failures, opaque
+//! I/O and local bugs. Each answers *what* (the variant), *who is to blame* ([`Blame`], which
+//! picks the log level) and *how it is counted* ([`Error::reason`] and the Linkerd labels derived
+//! from it); HTTP errors also map to the response (DESIGN §5). Normal endings are not errors:
+//! [`Error::is_normal_end`] tells a reset or EOF after data from a failure.
 
 use std::time::Duration;
 
 use http::StatusCode;
+use identity::Refusal;
 
+use super::route;
+use super::transport_header::ReadError;
 use crate::target;
-use crate::upstream::ConnectError;
+use crate::upstream::{ConnectError, discover};
 
 /// Who caused a failure; also picks the log level (downstream → debug, upstream → warn,
 /// local → error).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Blame {
-    /// The caller sent something we refuse.
+    /// The caller sent something we refuse, or went away.
     Downstream,
     /// The local service (or its name) failed.
     Upstream,
-    /// The gateway itself failed.
+    /// The gateway itself failed: a bug.
     Local,
 }
 
-/// A request that could not be forwarded.
+/// A failed connection, session or request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The request names no target at all.
-    #[error("request has no l5d-dst-override, :authority or Host")]
-    NoTarget,
-    /// The target header is not valid UTF-8 text.
-    #[error("target header is not valid text")]
-    TargetNotText,
-    /// The target is malformed or not allowed.
+    /// The TLS handshake was refused (bad or missing client certificate, not TLS, timeout).
+    #[error("handshake refused ({}): {detail}", .refusal.as_str())]
+    Handshake {
+        /// Why, as counted.
+        refusal: Refusal,
+        /// What rustls or the socket said.
+        detail: String,
+    },
+    /// The transport header could not be read.
+    #[error("transport header: {0}")]
+    TransportHeader(#[from] ReadError),
+    /// No transport header arrived before the detect deadline.
+    #[error("no transport header before the detect deadline")]
+    TransportHeaderTimeout,
+    /// The decision step refused the target (malformed, not allowed, loop, unauthorized).
     #[error(transparent)]
-    Target(#[from] target::Error),
-    /// The request already passed through this gateway, or comes from the gateway itself.
-    #[error("gateway loop detected")]
-    Loop,
+    Route(#[from] route::Error),
     /// The request's header section is larger than `max_header_list_size`.
     #[error("request header fields too large")]
     HeadersTooLarge,
@@ -47,35 +59,173 @@ pub enum Error {
     /// The upstream did not send response headers in time.
     #[error("response timed out after {}", humantime::format_duration(*.0))]
     ResponseTimeout(Duration),
-    /// The authorization policy does not allow this caller to reach this target.
-    #[error("unauthorized request on route")]
-    Unauthorized,
     /// Connecting upstream failed.
     #[error(transparent)]
     Connect(#[from] ConnectError),
     /// The upstream connection failed after the request was sent (reset, EOF, protocol error).
     #[error("upstream: {0}")]
     Upstream(String),
+    /// The downstream HTTP connection failed (protocol violation, I/O) — hyper's error.
+    #[error("downstream HTTP: {0}")]
+    Http(Box<dyn std::error::Error + Send + Sync>),
+    /// An opaque session's copy failed (other than a reset or EOF, which end it normally).
+    #[error("opaque copy: {0}")]
+    Io(std::io::Error),
+    /// The gateway broke one of its own invariants (a bug; reported, never a panic).
+    #[error("internal error: {0}")]
+    Local(&'static str),
 }
 
 impl Error {
+    /// Who is to blame.
+    pub fn blame(&self) -> Blame {
+        match self {
+            Error::Handshake { .. }
+            | Error::TransportHeader(_)
+            | Error::TransportHeaderTimeout
+            | Error::Route(_)
+            | Error::HeadersTooLarge
+            | Error::ConnectNotAllowed
+            // More demand than the limit: logged at debug (a line per shed request would add
+            // load exactly when there is too much) and counted in gateway_requests_shed_total.
+            | Error::LoadShed
+            | Error::Http(_)
+            // The copy cannot tell which side failed; remote callers over a WAN are the usual
+            // one, and a warning per broken session would flood the log.
+            | Error::Io(_) => Blame::Downstream,
+            // A name nobody serves is the caller's mistake (503 fast), not a failing service:
+            // a warning per request would flood the log.
+            Error::Connect(ConnectError::Resolve(
+                discover::Error::NxDomain(_) | discover::Error::NoEndpoints(_),
+            )) => Blame::Downstream,
+            Error::ResponseTimeout(_) | Error::Connect(_) | Error::Upstream(_) => Blame::Upstream,
+            Error::Local(_) => Blame::Local,
+        }
+    }
+
+    /// The metric and log label: one word per kind of failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Handshake { refusal, .. } => refusal.as_str(),
+            Error::TransportHeader(_) => "bad_transport_header",
+            Error::TransportHeaderTimeout => "timeout",
+            Error::Route(route::Error::NoTarget | route::Error::TargetNotText) => "no_target",
+            Error::Route(route::Error::Target(e)) if e.is_bad_domain() => "bad_gateway_domain",
+            Error::Route(route::Error::Target(_)) => "bad_target",
+            Error::Route(route::Error::Loop) => "gateway_loop",
+            Error::Route(route::Error::Unauthorized { .. }) => "unauthorized",
+            Error::HeadersTooLarge => "headers_too_large",
+            Error::ConnectNotAllowed => "connect_not_allowed",
+            Error::LoadShed => "load_shed",
+            Error::ResponseTimeout(_) => "response_timeout",
+            Error::Connect(ConnectError::Resolve(_)) => "unresolved",
+            Error::Connect(ConnectError::Refused { .. }) => "connect_refused",
+            Error::Connect(ConnectError::Timeout(_)) => "connect_timeout",
+            Error::Upstream(_) => "upstream_io",
+            Error::Http(_) => "downstream_http",
+            Error::Io(_) => "io",
+            Error::Local(_) => "internal",
+        }
+    }
+
+    /// `gateway_handshakes_refused_total{reason}`: connections refused before any session (the
+    /// handshake, or a transport header that never came right).
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            Error::Handshake { .. } | Error::TransportHeader(_) | Error::TransportHeaderTimeout => {
+                Some(self.reason())
+            }
+            _ => None,
+        }
+    }
+
+    /// `inbound_tcp_errors_total{error}` with Linkerd's label values: what ended an
+    /// established (post-handshake) connection or opaque session.
+    pub fn tcp_error(&self) -> Option<&'static str> {
+        match self {
+            Error::Handshake { .. } => None,
+            Error::Route(route::Error::Target(e)) if e.is_bad_domain() => {
+                Some("gateway domain invalid")
+            }
+            Error::Route(route::Error::Loop) => Some("gateway loop"),
+            // Counted in inbound_tcp_authz_deny_total instead.
+            Error::Route(route::Error::Unauthorized { .. }) => None,
+            Error::Route(_) | Error::Local(_) => Some("unexpected"),
+            _ => Some("i/o"),
+        }
+    }
+
+    /// The `errno` label of `tcp_close_total` for a connection this error ended.
+    pub fn errno(&self) -> &'static str {
+        let kind = match self {
+            Error::Io(e) => Some(e.kind()),
+            Error::Http(e) => e.downcast_ref::<std::io::Error>().map(std::io::Error::kind),
+            _ => None,
+        };
+        match kind {
+            Some(std::io::ErrorKind::TimedOut) => "ETIMEDOUT",
+            Some(std::io::ErrorKind::ConnectionRefused) => "ECONNREFUSED",
+            _ => "EIO",
+        }
+    }
+
+    /// Whether this "error" is how connections normally end: the peer reset or closed the
+    /// connection (after data, or between requests). Such an ending is not counted or logged.
+    pub fn is_normal_end(&self) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        let ended = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            )
+        };
+        match self {
+            Error::Io(e) => ended(e),
+            Error::Http(e) => {
+                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+                while let Some(inner) = source {
+                    if inner.downcast_ref::<std::io::Error>().is_some_and(ended)
+                        || inner
+                            .downcast_ref::<hyper::Error>()
+                            .is_some_and(hyper::Error::is_incomplete_message)
+                    {
+                        return true;
+                    }
+                    source = inner.source();
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
     /// The HTTP status sent downstream.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::NoTarget | Error::TargetNotText => StatusCode::BAD_REQUEST,
-            Error::Target(e) if e.is_bad_domain() => StatusCode::NOT_FOUND,
-            Error::Target(_) => StatusCode::BAD_REQUEST,
-            Error::Loop => StatusCode::LOOP_DETECTED,
-            Error::Unauthorized => StatusCode::FORBIDDEN,
+            Error::Route(route::Error::NoTarget | route::Error::TargetNotText) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::Route(route::Error::Target(e)) if e.is_bad_domain() => StatusCode::NOT_FOUND,
+            Error::Route(route::Error::Target(_)) => StatusCode::BAD_REQUEST,
+            Error::Route(route::Error::Loop) => StatusCode::LOOP_DETECTED,
+            Error::Route(route::Error::Unauthorized { .. }) => StatusCode::FORBIDDEN,
             Error::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::LoadShed => StatusCode::SERVICE_UNAVAILABLE,
-            Error::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Error::Connect(ConnectError::Resolve(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::LoadShed | Error::Connect(ConnectError::Resolve(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::ResponseTimeout(_) | Error::Connect(ConnectError::Timeout(_)) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Error::Connect(ConnectError::Refused { .. }) | Error::Upstream(_) => {
                 StatusCode::BAD_GATEWAY
             }
-            Error::Connect(ConnectError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Handshake { .. }
+            | Error::TransportHeader(_)
+            | Error::TransportHeaderTimeout
+            | Error::Http(_)
+            | Error::Io(_) => StatusCode::BAD_REQUEST,
+            Error::Local(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -83,7 +233,9 @@ impl Error {
     /// does (the log keeps the precise reason).
     pub fn proxy_error(&self) -> String {
         match self {
-            Error::Target(e) if e.is_bad_domain() => target::Error::NotAllowed.to_string(),
+            Error::Route(route::Error::Target(e)) if e.is_bad_domain() => {
+                target::Error::NotAllowed.to_string()
+            }
             other => other.to_string(),
         }
     }
@@ -107,48 +259,12 @@ impl Error {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            Error::Loop
+            Error::Route(route::Error::Loop)
                 | Error::Upstream(_)
                 | Error::Connect(ConnectError::Refused { .. } | ConnectError::Timeout(_))
                 | Error::ResponseTimeout(_)
+                | Error::Local(_)
         )
-    }
-
-    /// Who is to blame.
-    pub fn blame(&self) -> Blame {
-        match self {
-            Error::NoTarget
-            | Error::TargetNotText
-            | Error::Target(_)
-            | Error::Loop
-            | Error::Unauthorized
-            | Error::HeadersTooLarge
-            | Error::ConnectNotAllowed
-            // More demand than the limit: logged at debug (a line per shed request would add
-            // load exactly when there is too much) and counted in gateway_requests_shed_total.
-            | Error::LoadShed => Blame::Downstream,
-            Error::ResponseTimeout(_) => Blame::Upstream,
-            Error::Connect(_) | Error::Upstream(_) => Blame::Upstream,
-        }
-    }
-
-    /// A metric and log label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::NoTarget | Error::TargetNotText => "no_target",
-            Error::Target(e) if e.is_bad_domain() => "bad_gateway_domain",
-            Error::Target(_) => "bad_target",
-            Error::Loop => "gateway_loop",
-            Error::Unauthorized => "unauthorized",
-            Error::HeadersTooLarge => "headers_too_large",
-            Error::ConnectNotAllowed => "connect_not_allowed",
-            Error::LoadShed => "load_shed",
-            Error::ResponseTimeout(_) => "response_timeout",
-            Error::Connect(ConnectError::Resolve(_)) => "unresolved",
-            Error::Connect(ConnectError::Refused { .. }) => "connect_refused",
-            Error::Connect(ConnectError::Timeout(_)) => "connect_timeout",
-            Error::Upstream(_) => "upstream_io",
-        }
     }
 }
 
@@ -161,47 +277,11 @@ impl From<crate::upstream::Error> for Error {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statuses_follow_design_table() {
-        assert_eq!(Error::Target(target::Error::NotAllowed).status(), 404);
-        assert_eq!(
-            Error::Target(target::Error::NotAllowed).to_string(),
-            "bad gateway domain"
-        );
-        assert_eq!(Error::Target(target::Error::BadName).status(), 400);
-        assert_eq!(Error::Target(target::Error::IpLiteral).status(), 404);
-        assert_eq!(
-            Error::Target(target::Error::IpLiteral).proxy_error(),
-            "bad gateway domain"
-        );
-        assert_eq!(Error::Loop.status(), 508);
-        assert_eq!(Error::Loop.to_string(), "gateway loop detected");
-        let refused = Error::Connect(ConnectError::Refused {
-            addr: ([127, 0, 0, 1], 1).into(),
-            source: std::io::ErrorKind::ConnectionRefused.into(),
-        });
-        assert_eq!(refused.status(), 502);
-        assert!(refused.is_fatal());
-        let timeout = Error::Connect(ConnectError::Timeout(Duration::from_secs(1)));
-        assert_eq!(timeout.status(), 504);
-        assert_eq!(timeout.to_string(), "connect timed out after 1s");
-        let unresolved = Error::Connect(ConnectError::Resolve(
-            crate::upstream::discover::Error::NoEndpoints("x".into()),
-        ));
-        assert_eq!(unresolved.status(), 503);
-        assert!(!unresolved.is_fatal());
-    }
-
-    #[test]
-    fn error_upstream_refused_blames_upstream() {
-        let e = Error::Upstream("reset".into());
-        assert_eq!(e.blame(), Blame::Upstream);
-        assert_eq!(e.grpc_status(), 14);
-        assert_eq!(Error::Loop.blame(), Blame::Downstream);
-        assert_eq!(Error::Loop.grpc_status(), 10);
+impl From<target::Error> for Error {
+    fn from(error: target::Error) -> Self {
+        Error::Route(route::Error::Target(error))
     }
 }
+
+#[cfg(test)]
+mod tests;

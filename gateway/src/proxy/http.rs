@@ -2,18 +2,14 @@
 //! routed by `l5d-dst-override` or its authority, checked, rewritten and sent upstream.
 
 use std::convert::Infallible;
-use std::error::Error as StdError;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{
-    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, FORWARDED, HOST, HeaderName, TE, TRANSFER_ENCODING,
-    UPGRADE,
-};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::header::{CONNECTION, FORWARDED, HOST, HeaderName, UPGRADE};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -22,15 +18,25 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use identity::IdentityName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
+use super::conn::decided_or_counted;
 use super::context::Shared;
 use super::error::{Blame, Error};
 use super::forwarded;
+use super::route::{self, Source};
 use crate::control::policy;
 use crate::metrics::{Allowed, Label, RouteCache};
 use crate::target::Target;
 use crate::upstream::Balancer;
+
+mod respond;
+mod rewrite;
+
+pub use respond::error_response;
+use rewrite::{
+    header_list_size, is_grpc, parser_limit, strip_hop_by_hop, take_orig_proto, upgrade_protocol,
+};
 
 /// The body of every response sent downstream.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -58,15 +64,6 @@ pub enum Routing {
 /// Most header fields in one HTTP/1 message.
 const MAX_HEADERS: usize = 200;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded; `te` is handled apart.
-static HOP_BY_HOP: [HeaderName; 5] = [
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    TRANSFER_ENCODING,
-    UPGRADE,
-    CONNECTION,
-];
-
 /// What forwarding to one target needs, computed once per session and target.
 struct Route {
     /// `name:port` for the upstream URI (and the pool key).
@@ -88,24 +85,31 @@ impl Route {
         let gateway = shared.identity.as_str();
         // A checked target is a DNS name and a port, and identities are visible ASCII: these
         // conversions only fail on a bug, reported as a local error rather than a panic.
-        let invalid = |what: &str| Error::Upstream(format!("invalid {what} for {target}"));
+        let invalid = |what: &'static str| Error::Local(what);
         Ok(Self {
             authority: http::uri::Authority::from_maybe_shared(Bytes::copy_from_slice(
                 target.authority().as_bytes(),
             ))
-            .map_err(|_| invalid("authority"))?,
-            host: HeaderValue::from_str(target.host_header()).map_err(|_| invalid("host"))?,
+            .map_err(|_| invalid("a checked target is not a URI authority"))?,
+            host: HeaderValue::from_str(target.host_header())
+                .map_err(|_| invalid("a checked target is not a Host value"))?,
             forwarded: HeaderValue::from_str(&forwarded::element(
                 gateway,
                 peer,
                 target.host_header(),
             ))
-            .map_err(|_| invalid("Forwarded"))?,
+            .map_err(|_| invalid("an identity is not a Forwarded value"))?,
             label: Label(target.authority().clone()),
             balancer: shared.upstream.balancer(target),
             response_timeout: shared.limits.response_timeout_for(target.authority()),
         })
     }
+}
+
+/// What a session keeps between its requests.
+struct Cache {
+    route: Option<Arc<Route>>,
+    policy: policy::Snapshot,
 }
 
 /// One downstream connection's request context.
@@ -118,8 +122,8 @@ struct Session {
     /// Metric handles of the session's current route.
     route_cache: RouteCache,
     routing: Routing,
-    /// The last route of a per-request session, keyed by the authority text that named it.
-    last_route: std::sync::Mutex<Option<(String, Arc<Route>)>>,
+    /// The last route (a connection usually talks to one service) and the policy snapshot.
+    cache: std::sync::Mutex<Cache>,
     /// Notified when an error must close the downstream connection.
     close: Notify,
 }
@@ -128,14 +132,13 @@ struct Session {
 /// the gateway drains (HTTP/2 GOAWAY, HTTP/1 close after the in-flight request).
 ///
 /// # Errors
-/// The connection-level error hyper reports (I/O, protocol violation).
+/// `Http`: the connection-level error hyper reports (I/O, protocol violation).
 pub async fn serve<IO>(
     shared: Arc<Shared>,
     io: IO,
     peer: IdentityName,
     routing: Routing,
-    mut drain: watch::Receiver<bool>,
-) -> Result<(), Box<dyn StdError + Send + Sync>>
+) -> Result<(), Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -144,7 +147,10 @@ where
         // Identities are visible ASCII, so this is always a valid header value.
         peer_header: HeaderValue::from_str(peer.as_str()).ok(),
         route_cache: RouteCache::default(),
-        last_route: std::sync::Mutex::new(None),
+        cache: std::sync::Mutex::new(Cache {
+            route: None,
+            policy: shared.policy.snapshot(),
+        }),
         peer,
         routing,
         shared,
@@ -177,10 +183,11 @@ where
         );
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
+    let mut drain = session.shared.drain.clone();
     let mut closing = false;
     loop {
         tokio::select! {
-            result = conn.as_mut() => return result,
+            result = conn.as_mut() => return result.map_err(Error::Http),
             _ = session.close.notified(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
@@ -248,64 +255,58 @@ impl Session {
         Ok(permit)
     }
 
-    /// Picks and checks the target: the transport header's, else `l5d-dst-override`, else the
-    /// URI authority, else `Host`. Loops (by identity or `Forwarded`) are refused either way,
-    /// then the authorization policy decides.
+    /// Decides where the request goes (the transport header's target, else
+    /// `l5d-dst-override`, else the URI authority, else `Host`; loops; policy) and finds the
+    /// route to it: the session's last one when the target is the same.
     fn route(&self, req: &Request<Incoming>) -> Result<(Arc<Route>, Allowed), Error> {
-        if self.peer == self.shared.identity {
-            return Err(Error::Loop);
-        }
         let headers = req.headers();
-        let route = match &self.routing {
-            Routing::Fixed(fixed) => {
-                self.cached_route(fixed.as_ref().map_err(Clone::clone)?.authority())?
-            }
-            Routing::PerRequest => {
-                let raw = match (
-                    headers.get(&L5D_DST_OVERRIDE),
-                    req.uri().authority(),
-                    headers.get(HOST),
-                ) {
-                    (Some(value), _, _) => value.to_str().map_err(|_| Error::TargetNotText)?,
-                    (None, Some(authority), _) => authority.as_str(),
-                    (None, None, Some(host)) => host.to_str().map_err(|_| Error::TargetNotText)?,
-                    (None, None, None) => return Err(Error::NoTarget),
-                };
-                self.cached_route(raw)?
-            }
+        let source = match &self.routing {
+            Routing::Fixed(fixed) => Source::Header(fixed.as_ref()),
+            Routing::PerRequest => match (
+                headers.get(&L5D_DST_OVERRIDE),
+                req.uri().authority(),
+                headers.get(HOST),
+            ) {
+                (Some(value), _, _) => Source::Override(value.as_bytes()),
+                (None, Some(authority), _) => Source::Authority(authority.as_str()),
+                (None, None, Some(host)) => Source::Host(host.as_bytes()),
+                (None, None, None) => Source::Nothing,
+            },
         };
-        if forwarded::has_loop(headers, self.shared.identity.as_str()) {
-            return Err(Error::Loop);
-        }
-        let allowed = self
-            .shared
-            .policy
-            .authorize(
-                &self.shared.metrics,
-                policy::Session::Http,
-                (&self.peer, &self.peer_label),
-                (route.balancer.target(), &route.label),
-            )
-            .ok_or(Error::Unauthorized)?;
-        Ok((route, allowed))
-    }
-
-    /// The route `raw` names: the session's last one when the text is the same (the common case:
-    /// a connection talks to one service), else parsed, checked and remembered.
-    fn cached_route(&self, raw: &str) -> Result<Arc<Route>, Error> {
-        let mut last = self
-            .last_route
+        let forwarded = headers.get_all(FORWARDED).iter().map(HeaderValue::as_bytes);
+        let mut cache = self
+            .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((text, route)) = last.as_ref()
-            && text == raw
-        {
-            return Ok(route.clone());
-        }
-        let target = Target::parse(raw, &self.shared.suffixes)?;
-        let route = Arc::new(Route::new(&target, &self.shared, self.peer.as_str())?);
-        *last = Some((raw.to_owned(), route.clone()));
-        Ok(route)
+        self.shared.policy.refresh(&mut cache.policy);
+        let snapshot = route::Snapshot {
+            gateway: &self.shared.identity,
+            suffixes: &self.shared.suffixes,
+            policy: &cache.policy,
+        };
+        let decided = route::decide(&self.peer, source, forwarded, &snapshot);
+        let decision = decided_or_counted(
+            &self.shared,
+            policy::Session::Http,
+            &self.peer,
+            &self.peer_label,
+            decided,
+        )?;
+        let route = match &cache.route {
+            Some(route) if route.balancer.target().authority() == decision.target.authority() => {
+                route.clone()
+            }
+            _ => {
+                let route = Arc::new(Route::new(
+                    &decision.target,
+                    &self.shared,
+                    self.peer.as_str(),
+                )?);
+                cache.route = Some(route.clone());
+                route
+            }
+        };
+        Ok((route, decision.allowed))
     }
 
     async fn forward(
@@ -339,7 +340,7 @@ impl Session {
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         );
         *req.uri_mut() = Uri::from_parts(parts)
-            .map_err(|e| Error::Upstream(format!("cannot build upstream URI: {e}")))?;
+            .map_err(|_| Error::Local("a checked route does not make an upstream URI"))?;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         headers.remove(&L5D_DST_OVERRIDE);
@@ -450,58 +451,6 @@ impl Session {
     }
 }
 
-/// Removes hop-by-hop headers, the ones the `Connection` header names, and every `te` except
-/// `trailers` (which gRPC needs end to end).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names (no hashing) finds what is there; most messages carry at most
-    // `connection: keep-alive`, so the removals below touch only names that are present.
-    let mut present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| HOP_BY_HOP.contains(name))
-        .cloned()
-        .collect();
-    let has_te = headers.contains_key(TE);
-    if present.is_empty() && !has_te {
-        return;
-    }
-    present.extend(
-        headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .filter(|name| !HOP_BY_HOP.contains(name)),
-    );
-    for name in &present {
-        headers.remove(name);
-    }
-    if !has_te {
-        return;
-    }
-    let keep_te = headers.get_all(TE).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
-    headers.remove(TE);
-    if keep_te {
-        headers.insert(TE, HeaderValue::from_static("trailers"));
-    }
-}
-
-/// The protocol an HTTP/1.1 request asks to upgrade to (`Upgrade` with `Connection: upgrade`).
-fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = headers.get_all(CONNECTION).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        })
-    });
-    asks.then(|| headers.get(UPGRADE).cloned()).flatten()
-}
-
 /// Copies bytes both ways between the two upgraded sides until either closes.
 async fn splice(
     downstream: hyper::upgrade::OnUpgrade,
@@ -522,22 +471,6 @@ async fn splice(
         }
         Err(e) => tracing::debug!(target = %target.0, error = %e, "upgrade failed"),
     }
-}
-
-/// What the HTTP parsers accept: 4× the configured limit (at least 256 KiB), so that the
-/// gateway's own check sees oversized headers and answers 431 with `l5d-proxy-error`; beyond
-/// this the parser answers a bare 431 itself, bounding the memory one request can take.
-fn parser_limit(max_header_list_size: usize) -> usize {
-    max_header_list_size.saturating_mul(4).max(256 * 1024)
-}
-
-/// The size of a header section as HTTP/2 counts it (RFC 9113 §6.5.2): name + value + 32 per
-/// field.
-fn header_list_size(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 32)
-        .sum()
 }
 
 /// A response body that holds an in-flight permit until it ends (or is dropped).
@@ -563,172 +496,5 @@ impl hyper::body::Body for InFlight {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
-    }
-}
-
-/// Removes `l5d-orig-proto` and returns the HTTP/1 version it names (`HTTP/1.1` or `HTTP/1.0`,
-/// optionally followed by `; absolute-form`). The request then goes upstream as that version in
-/// origin form. An unknown value is logged and the request stays HTTP/2.
-fn take_orig_proto(headers: &mut HeaderMap) -> Option<Version> {
-    let value = headers.remove(&L5D_ORIG_PROTO)?;
-    let proto = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split(';').next())
-        .map(str::trim);
-    match proto {
-        Some("HTTP/1.1") => Some(Version::HTTP_11),
-        Some("HTTP/1.0") => Some(Version::HTTP_10),
-        _ => {
-            tracing::warn!(value = ?value, "unknown l5d-orig-proto; forwarding as HTTP/2");
-            None
-        }
-    }
-}
-
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
-}
-
-/// Finds the connector's error inside the client's, else describes the upstream failure.
-/// The response the gateway synthesizes for `error` (spec §8): empty body, `l5d-proxy-error`,
-/// `l5d-proxy-connection: close` (+ `connection: close` on HTTP/1) when fatal; gRPC callers get
-/// 200 with `grpc-status` instead.
-pub fn error_response(error: &Error, grpc: bool, http1: bool) -> Response<Body> {
-    let message = sanitize(&error.proxy_error());
-    let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed());
-    let headers = response.headers_mut();
-    if grpc {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert(
-            "grpc-status",
-            HeaderValue::from(u16::from(error.grpc_status())),
-        );
-        if let Ok(value) = HeaderValue::from_str(&message) {
-            headers.insert("grpc-message", value);
-        }
-    } else {
-        *response.status_mut() = error.status();
-    }
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-    if let Ok(value) = HeaderValue::from_str(&message) {
-        headers.insert(&L5D_PROXY_ERROR, value);
-    }
-    if error.is_fatal() {
-        headers.insert(&L5D_PROXY_CONNECTION, HeaderValue::from_static("close"));
-        if http1 && !grpc {
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-    }
-    response
-}
-
-/// Keeps header-safe visible ASCII; anything else becomes `?`.
-fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::target;
-
-    #[test]
-    fn hop_by_hop_headers_are_removed_and_te_trailers_kept() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            CONNECTION,
-            HeaderValue::from_static("keep-alive, x-private"),
-        );
-        headers.insert("x-private", HeaderValue::from_static("1"));
-        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        headers.insert(TE, HeaderValue::from_static("gzip, trailers"));
-        headers.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut headers);
-        assert!(headers.get("x-private").is_none());
-        assert!(headers.get(CONNECTION).is_none());
-        assert!(headers.get("keep-alive").is_none());
-        assert_eq!(headers.get(TE).unwrap(), "trailers");
-        assert_eq!(headers.get("x-kept").unwrap(), "1");
-    }
-
-    #[test]
-    fn te_alone_and_upgrade_alone_are_still_handled() {
-        let mut te_only = HeaderMap::new();
-        te_only.insert(TE, HeaderValue::from_static("gzip"));
-        te_only.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut te_only);
-        assert!(te_only.get(TE).is_none());
-        assert_eq!(te_only.len(), 1);
-
-        let mut upgrade_only = HeaderMap::new();
-        upgrade_only.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        upgrade_only.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        strip_hop_by_hop(&mut upgrade_only);
-        assert!(upgrade_only.is_empty());
-
-        let mut clean = HeaderMap::new();
-        clean.insert("x-kept", HeaderValue::from_static("1"));
-        clean.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        let before = clean.clone();
-        strip_hop_by_hop(&mut clean);
-        assert_eq!(clean, before);
-    }
-
-    #[test]
-    fn orig_proto_names_the_http1_version_in_both_forms() {
-        for (value, version) in [
-            ("HTTP/1.1", Some(Version::HTTP_11)),
-            ("HTTP/1.0", Some(Version::HTTP_10)),
-            ("HTTP/1.1; absolute-form", Some(Version::HTTP_11)),
-            ("HTTP/1.0; absolute-form", Some(Version::HTTP_10)),
-            ("HTTP/3", None),
-        ] {
-            let mut headers = HeaderMap::new();
-            headers.insert(&L5D_ORIG_PROTO, HeaderValue::from_static(value));
-            assert_eq!(take_orig_proto(&mut headers), version, "{value}");
-            assert!(
-                headers.get(&L5D_ORIG_PROTO).is_none(),
-                "the header is removed"
-            );
-        }
-        assert_eq!(take_orig_proto(&mut HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn bad_domain_response_matches_linkerd() {
-        let response = error_response(&Error::Target(target::Error::NotAllowed), false, true);
-        assert_eq!(response.status(), 404);
-        assert_eq!(response.headers()[&L5D_PROXY_ERROR], "bad gateway domain");
-        assert_eq!(response.headers()[CONTENT_LENGTH], "0");
-        assert!(response.headers().get(&L5D_PROXY_CONNECTION).is_none());
-    }
-
-    #[test]
-    fn fatal_error_closes_http1_connection() {
-        let response = error_response(&Error::Loop, false, true);
-        assert_eq!(response.status(), 508);
-        assert_eq!(response.headers()[&L5D_PROXY_CONNECTION], "close");
-        assert_eq!(response.headers()[CONNECTION], "close");
-    }
-
-    #[test]
-    fn grpc_errors_are_200_with_grpc_status() {
-        let response = error_response(&Error::Loop, true, false);
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["grpc-status"], "10");
-        assert_eq!(response.headers()["grpc-message"], "gateway loop detected");
-        assert_eq!(response.headers()[CONTENT_TYPE], "application/grpc");
     }
 }

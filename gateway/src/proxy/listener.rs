@@ -37,6 +37,6 @@ pub async fn run(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(conn::serve(shared.clone(), tcp, remote, permit));
+        tokio::spawn(conn::serve(shared.clone(), tcp, remote, Some(permit)));
     }
 }

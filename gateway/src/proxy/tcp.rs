@@ -1,5 +1,5 @@
 //! Opaque forwarding: after the transport header, bytes are copied both ways until each side has
-//! closed its half (half-close preserved); a reset after data is a normal ending.
+//! closed its half (half-close preserved); a reset or EOF after data is a normal ending.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -8,21 +8,19 @@ use super::error::Error;
 use crate::target::Target;
 
 /// Copies between `downstream` and a new connection to `target` until both directions end.
-/// Returns the bytes copied (downstream → upstream, upstream → downstream).
 ///
 /// # Errors
-/// Connect failures; I/O errors after the copy started are logged by the caller.
-pub async fn proxy<IO>(
-    shared: &Shared,
-    downstream: &mut IO,
-    target: &Target,
-) -> Result<(u64, u64), Error>
+/// Connect failures, and I/O failures of the copy (a reset or EOF is reported too, as `Io`, and
+/// the edge treats it as a normal end: [`Error::is_normal_end`]).
+pub async fn proxy<IO>(shared: &Shared, downstream: &mut IO, target: &Target) -> Result<(), Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let balancer = shared.upstream.balancer(target);
     let mut upstream = shared.upstream.connect(&balancer).await?;
-    tokio::io::copy_bidirectional(downstream, &mut upstream)
+    let (sent, received) = tokio::io::copy_bidirectional(downstream, &mut upstream)
         .await
-        .map_err(|e| Error::Upstream(e.to_string()))
+        .map_err(Error::Io)?;
+    tracing::debug!(%target, sent, received, "opaque session ended");
+    Ok(())
 }

@@ -10,6 +10,8 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use super::error::Error;
+
 /// What the client asked to speak, from ALPN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alpn {
@@ -38,21 +40,22 @@ pub struct Accepted<IO> {
 /// Runs the server handshake on `io`, finishing by `deadline`.
 ///
 /// # Errors
-/// The [`Refusal`] reason: timeout, not TLS, no/bad client certificate, protocol failure.
+/// `Handshake` with the [`Refusal`] reason: timeout, not TLS, no/bad client certificate,
+/// protocol failure.
 ///
 /// Cancel-safe in the sense that dropping the future drops the connection.
 pub async fn accept<IO>(
     io: IO,
     config: Arc<ServerConfig>,
     deadline: Instant,
-) -> Result<Accepted<IO>, (Refusal, String)>
+) -> Result<Accepted<IO>, Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let handshake = TlsAcceptor::from(config).accept(io);
     let stream = match tokio::time::timeout_at(deadline, handshake).await {
         Err(_) => {
-            return Err((
+            return Err(refused(
                 Refusal::Timeout,
                 "no handshake before the detect deadline".to_owned(),
             ));
@@ -66,15 +69,17 @@ where
     if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
         && leaf.is_some_and(cert_expired)
     {
-        return Err((
+        return Err(refused(
             Refusal::Expired,
             "resumed session of an expired client certificate".to_owned(),
         ));
     }
-    let peer = leaf.and_then(identity_of_cert).ok_or((
-        Refusal::NoIdentity,
-        "client certificate names no identity".to_owned(),
-    ))?;
+    let peer = leaf.and_then(identity_of_cert).ok_or_else(|| {
+        refused(
+            Refusal::NoIdentity,
+            "client certificate names no identity".to_owned(),
+        )
+    })?;
     let alpn = match conn.alpn_protocol() {
         Some(identity::tls_config::ALPN_TRANSPORT_HEADER) => Alpn::TransportHeader,
         Some(identity::tls_config::ALPN_H2) => Alpn::H2,
@@ -91,15 +96,19 @@ where
 }
 
 /// Names why a handshake failed, from the I/O error tokio-rustls returns.
-fn classify(err: &std::io::Error) -> (Refusal, String) {
+fn classify(err: &std::io::Error) -> Error {
     match err
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
-        Some(tls) => (Refusal::from_tls_error(tls), tls.to_string()),
-        None => (
+        Some(tls) => refused(Refusal::from_tls_error(tls), tls.to_string()),
+        None => refused(
             Refusal::Protocol,
             format!("connection ended during handshake: {err}"),
         ),
     }
+}
+
+fn refused(refusal: Refusal, detail: String) -> Error {
+    Error::Handshake { refusal, detail }
 }
