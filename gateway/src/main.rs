@@ -83,87 +83,72 @@ struct RunArgs {
     config: ConfigArgs,
 }
 
-/// The configuration flags of `run` (and `check`).
-#[derive(Args)]
+/// The configuration flags of `run` (and `check`): `--config` plus one flag per key that has
+/// one in the configuration table. clap takes each as text; the table parses it, so every bad
+/// value is reported together with the file's and environment's problems (exit 64).
 struct ConfigArgs {
-    /// YAML configuration file.
-    #[arg(long, env = ENV_CONFIG)]
     config: Option<PathBuf>,
-    /// Data listener address [default: 0.0.0.0:4143].
-    #[arg(long)]
-    listen: Option<String>,
-    /// Admin listener address [default: 0.0.0.0:4191].
-    #[arg(long)]
-    admin_listen: Option<String>,
-    /// Certificate chain (leaf first), PEM.
-    #[arg(long)]
-    cert: Option<String>,
-    /// Private key, PEM.
-    #[arg(long)]
-    key: Option<String>,
-    /// Trust-anchor bundle, PEM.
-    #[arg(long)]
-    trust_anchors: Option<String>,
-    /// Directory with tls.crt, tls.key and ca.crt (a mounted kubernetes.io/tls secret).
-    #[arg(long)]
-    identity_dir: Option<String>,
-    /// Linkerd identity service HOST:PORT: get and renew the certificate with Certify.
-    #[arg(long)]
-    identity_svc_addr: Option<String>,
-    /// Authorization policy file (YAML), reloaded when it changes.
-    #[arg(long)]
-    policy: Option<String>,
-    /// Allowed target DNS suffixes, comma-separated; "." allows every name.
-    #[arg(long)]
-    gateway_suffixes: Option<String>,
-    /// Static endpoint NAME:PORT=IP:PORT (repeatable); overrides DNS for that target.
-    #[arg(long = "endpoint", value_name = "NAME:PORT=IP:PORT")]
-    endpoints: Vec<String>,
-    /// Shortest time a DNS answer is kept, e.g. 5s.
-    #[arg(long)]
-    dns_min_ttl: Option<String>,
-    /// Longest time a DNS answer is kept, e.g. 5m.
-    #[arg(long)]
-    dns_max_ttl: Option<String>,
-    /// Log filter (e.g. info, meshgate=debug).
-    #[arg(long)]
-    log: Option<String>,
-    /// Log format.
-    #[arg(long, value_parser = ["text", "json"])]
-    log_format: Option<String>,
+    overrides: Overrides,
+}
+
+impl clap::FromArgMatches for ConfigArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut overrides = Overrides::new();
+        for key in config::KEYS.iter().filter(|k| k.flag.is_some()) {
+            if let Some(values) = matches.get_many::<String>(key.name) {
+                let values: Vec<&str> = values.map(String::as_str).collect();
+                overrides.push((key.name, values.join(",")));
+            }
+        }
+        Ok(Self {
+            config: matches.get_one::<PathBuf>("config").cloned(),
+            overrides,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for ConfigArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let cmd = cmd.arg(
+            clap::Arg::new("config")
+                .long("config")
+                .env(ENV_CONFIG)
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("YAML configuration file"),
+        );
+        config::KEYS.iter().fold(cmd, |cmd, key| {
+            let Some(flag) = key.flag else {
+                return cmd;
+            };
+            let action = if key.repeatable {
+                clap::ArgAction::Append
+            } else {
+                clap::ArgAction::Set
+            };
+            cmd.arg(
+                clap::Arg::new(key.name)
+                    .long(flag)
+                    .value_name(key.name.to_ascii_uppercase())
+                    .action(action)
+                    .help(format!("{} Expects {}.", key.summary(), key.form)),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 impl ConfigArgs {
     fn load(&self) -> Result<Config, config::Problems> {
-        Config::load(self.config.as_deref(), &ProcessEnv, &self.overrides())
-    }
-
-    fn overrides(&self) -> Overrides {
-        let mut out: Overrides = Vec::new();
-        let flags = [
-            ("listen", &self.listen),
-            ("admin_listen", &self.admin_listen),
-            ("cert", &self.cert),
-            ("key", &self.key),
-            ("trust_anchors", &self.trust_anchors),
-            ("identity_dir", &self.identity_dir),
-            ("identity_svc_addr", &self.identity_svc_addr),
-            ("policy", &self.policy),
-            ("gateway_suffixes", &self.gateway_suffixes),
-            ("dns_min_ttl", &self.dns_min_ttl),
-            ("dns_max_ttl", &self.dns_max_ttl),
-            ("log", &self.log),
-            ("log_format", &self.log_format),
-        ];
-        for (key, value) in flags {
-            if let Some(value) = value {
-                out.push((key, value.clone()));
-            }
-        }
-        if !self.endpoints.is_empty() {
-            out.push(("endpoints", self.endpoints.join(",")));
-        }
-        out
+        Config::load(self.config.as_deref(), &ProcessEnv, &self.overrides)
     }
 }
 

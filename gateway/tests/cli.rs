@@ -570,3 +570,38 @@ fn check_with_linkerd_identity_checks_the_token_instead_of_files() {
     );
     assert_eq!(statuses(&report, "anchor expiry"), ["ok"]);
 }
+
+#[test]
+fn bad_flag_values_exit_64_naming_every_flag_with_its_form() {
+    let out = meshgate()
+        .args([
+            "run",
+            "--check",
+            "--endpoint",
+            "bad",
+            "--endpoint",
+            "web.ns.svc.cluster.local:80=127.0.0.1:8080",
+            "--log-format",
+            "xml",
+            "--listen",
+            "nowhere",
+            "--dns-min-ttl",
+            "soon",
+        ])
+        .env("MESHGATE_MAX_CONNECTIONS", "many")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_mentions(
+        &stderr,
+        &[
+            "--endpoint: expected NAME:PORT=IP:PORT",
+            "--log-format: expected text or json, got \"xml\"",
+            "--listen: expected an address",
+            "--dns-min-ttl: expected a duration",
+            "MESHGATE_MAX_CONNECTIONS: expected a whole number",
+            "no credentials",
+        ],
+    );
+}

@@ -312,7 +312,7 @@ async fn a_silent_upstream_gets_504_after_the_response_timeout() {
     let h = Harness::start(move |c| {
         c.endpoints.insert(SILENT.to_owned(), vec![addr]);
         c.response_timeouts
-            .insert(SILENT.to_owned(), Duration::from_millis(200).into());
+            .insert(SILENT.to_owned(), Duration::from_millis(200));
     })
     .await;
     let answer = send_h1(

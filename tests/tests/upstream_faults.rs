@@ -89,7 +89,7 @@ async fn harness() -> Harness {
         c.endpoints.insert(CLOSE_AFTER_HEAD.to_owned(), vec![head]);
         c.endpoints.insert(SILENT.to_owned(), vec![silent]);
         c.response_timeouts
-            .insert(SILENT.to_owned(), Duration::from_millis(300).into());
+            .insert(SILENT.to_owned(), Duration::from_millis(300));
         c.dns_servers = vec![down];
     })
     .await

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, FromArgMatches as _, ValueEnum};
 use identity::{Credentials, IdentityName, TrustAnchors};
 
-use crate::config::{ENV_DRAIN_DELAY, ENV_IDENTITY_NAME, ENV_SHUTDOWN_GRACE_PERIOD, Problems};
+use crate::config::{Problems, env_name};
 
 /// The data port (Linkerd's `mc-gateway`).
 pub const GATEWAY_PORT: u16 = 4143;
@@ -246,13 +246,13 @@ fn deployment(o: &Options, inputs: &Inputs, id: &str, secret: &str, anchors_cm: 
         format!("--gateway-suffixes=svc.{}.", o.cluster_domain),
     ];
     let mut env = vec![
-        (ENV_IDENTITY_NAME, id.to_owned()),
+        (env_name("identity_name"), id.to_owned()),
         (
-            ENV_SHUTDOWN_GRACE_PERIOD,
+            env_name("shutdown_grace_period"),
             humantime::format_duration(o.shutdown_grace_period).to_string(),
         ),
         (
-            ENV_DRAIN_DELAY,
+            env_name("drain_delay"),
             humantime::format_duration(o.drain_delay).to_string(),
         ),
     ];
@@ -277,21 +277,21 @@ fn deployment(o: &Options, inputs: &Inputs, id: &str, secret: &str, anchors_cm: 
         }
         IdentityMode::Linkerd => {
             env.push((
-                "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
+                "LINKERD2_PROXY_IDENTITY_SVC_ADDR".to_owned(),
                 format!(
                     "linkerd-identity-headless.linkerd.svc.{}.:8080",
                     o.cluster_domain
                 ),
             ));
             env.push((
-                "LINKERD2_PROXY_IDENTITY_SVC_NAME",
+                "LINKERD2_PROXY_IDENTITY_SVC_NAME".to_owned(),
                 format!(
                     "linkerd-identity.linkerd.serviceaccount.identity.linkerd.{}",
                     o.trust_domain
                 ),
             ));
             env.push((
-                "LINKERD2_PROXY_IDENTITY_TOKEN_FILE",
+                "LINKERD2_PROXY_IDENTITY_TOKEN_FILE".to_owned(),
                 format!("{TOKEN_MOUNT}/linkerd-identity-token"),
             ));
             volume(

@@ -1,8 +1,7 @@
-//! The configuration reference (`docs/configuration.md`), generated from the code: the YAML keys
-//! and their descriptions from the doc comments of [`Config`] (this module reads its own
-//! crate's source, so there is one text to keep right), the defaults from `Config::default()`,
-//! the environment variables from the key table, and every subcommand's flags from clap. A test
-//! fails when the committed page differs from what this renders.
+//! The configuration reference (`docs/configuration.md`), generated from the code: every key of
+//! the configuration table (`config::KEYS`: name, doc, form, environment, flag) with its default
+//! from `Config::default()`, and every subcommand's flags from clap. A test fails when the
+//! committed page differs from what this renders.
 
 use std::fmt::Write as _;
 
@@ -10,48 +9,13 @@ use serde_norway::Value;
 
 use crate::config::{self, Config};
 
-/// The source of `Config`, for its field doc comments.
-const CONFIG_SOURCE: &str = include_str!("../config.rs");
-
-/// One field of `Config`: its YAML key and doc comment.
-struct Field {
-    key: String,
-    doc: String,
-}
-
-/// The fields of `pub struct Config`, in order, with their doc comments joined into one line.
-fn fields() -> Vec<Field> {
-    let Some(start) = CONFIG_SOURCE.find("pub struct Config {") else {
-        return Vec::new();
-    };
-    let body = &CONFIG_SOURCE[start..];
-    let body = &body[..body.find("\n}").unwrap_or(body.len())];
-    let mut out = Vec::new();
-    let mut doc: Vec<&str> = Vec::new();
-    for line in body.lines().skip(1) {
-        let line = line.trim();
-        if let Some(text) = line.strip_prefix("///") {
-            doc.push(text.trim());
-        } else if let Some(rest) = line.strip_prefix("pub ") {
-            if let Some((key, _)) = rest.split_once(':') {
-                out.push(Field {
-                    key: key.trim().to_owned(),
-                    doc: doc.join(" "),
-                });
-            }
-            doc.clear();
-        }
-    }
-    out
-}
-
-/// The default of `key` as it would be written in YAML; `unset` when there is none.
-fn default_of(defaults: &Value, key: &str) -> String {
-    match defaults.get(key) {
-        None | Some(Value::Null) => "unset".to_owned(),
-        Some(Value::Sequence(items)) if items.is_empty() => "`[]`".to_owned(),
-        Some(Value::Mapping(map)) if map.is_empty() => "`{}`".to_owned(),
-        Some(value) => {
+/// A default as it would be written in YAML; `unset` when there is none.
+fn default_of(value: &Value) -> String {
+    match value {
+        Value::Null => "unset".to_owned(),
+        Value::Sequence(items) if items.is_empty() => "`[]`".to_owned(),
+        Value::Mapping(map) if map.is_empty() => "`{}`".to_owned(),
+        value => {
             let text = serde_norway::to_string(value).unwrap_or_default();
             let text = text.trim().trim_start_matches("- ").replace("\n- ", ", ");
             format!("`{text}`")
@@ -80,43 +44,28 @@ pub fn render(cli: &clap::Command) -> String {
          and ports. A `MESHGATE_*` variable wins over the Linkerd one when both are set. \
          Durations are written like `500ms`, `10s`, `5m`, `24h`.\n\n",
     );
-    let defaults = serde_norway::to_value(Config::default()).unwrap_or(Value::Null);
-    let run = cli.find_subcommand("run");
-    let flag_of = |key: &str| -> String {
-        let Some(run) = run else {
-            return String::new();
-        };
-        run.get_arguments()
-            .filter_map(|a| a.get_long().map(|long| (a, long)))
-            .find(|(_, long)| {
-                long.replace('-', "_") == key || (key == "endpoints" && *long == "endpoint")
-            })
-            .map(|(a, long)| {
-                let value = a
-                    .get_value_names()
-                    .and_then(|v| v.first())
-                    .map(|v| format!(" {v}"))
-                    .unwrap_or_default();
-                format!("`--{long}{value}`")
-            })
-            .unwrap_or_default()
-    };
+    let defaults = Config::default();
     out.push_str("## YAML keys, environment and `run` flags\n\n");
     out.push_str("| key | default | environment | flag | meaning |\n|---|---|---|---|---|\n");
-    for field in fields() {
-        let env = config::env_vars(&field.key)
+    for key in config::KEYS {
+        let env = key
+            .env()
             .iter()
             .map(|v| format!("`{v}`"))
             .collect::<Vec<_>>()
             .join(", ");
+        let flag = key.flag.map(|f| format!("`--{f}`")).unwrap_or_default();
+        let repeat = if key.repeatable { " (repeatable)" } else { "" };
         let _ = writeln!(
             out,
-            "| `{}` | {} | {} | {} | {} |",
-            field.key,
-            cell(&default_of(&defaults, &field.key)),
+            "| `{}` | {} | {} | {}{} | {} Written as {}. |",
+            key.name,
+            cell(&default_of(&defaults.yaml_of(key.name))),
             env,
-            flag_of(&field.key),
-            cell(&field.doc)
+            flag,
+            repeat,
+            cell(&key.doc()),
+            cell(key.form),
         );
     }
     out.push_str(
@@ -192,23 +141,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_config_key_is_found_with_its_doc_comment() {
-        let fields = fields();
-        let defaults = serde_norway::to_value(Config::default()).unwrap_or(Value::Null);
-        // Every key the default configuration serialises is documented, and none is invented.
-        let Value::Mapping(map) = defaults else {
-            panic!("defaults are a mapping");
-        };
-        for key in map.keys() {
-            let key = key.as_str().unwrap_or_default();
+    fn every_key_is_documented_with_its_default_and_environment() {
+        let page = render(&clap::Command::new("meshgate"));
+        for key in config::KEYS {
+            assert!(!key.doc().is_empty(), "{} has no doc", key.name);
+            let row = page
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{}` |", key.name)))
+                .unwrap_or_else(|| panic!("{} has no row", key.name));
             assert!(
-                fields.iter().any(|f| f.key == key && !f.doc.is_empty()),
-                "{key} has no doc comment in the reference"
+                row.contains(&format!("`MESHGATE_{}`", key.name.to_ascii_uppercase())),
+                "{row}"
             );
         }
-        assert!(fields.iter().any(|f| f.key == "trust_anchors_pem"));
-        assert!(fields.iter().all(|f| !f.key.contains(' ')));
-        assert_eq!(fields.first().map(|f| f.key.as_str()), Some("listen"));
-        assert_eq!(default_of(&Value::Mapping(map), "listen"), "`0.0.0.0:4143`");
+        assert!(page.contains("| `listen` | `0.0.0.0:4143` |"), "{page}");
+        assert!(page.contains("| `response_timeouts` | `{}` |"), "{page}");
     }
 }

@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -39,7 +41,7 @@ fn config_env_overrides_file_and_flags_override_env() {
         "listen: 127.0.0.1:1000\nadmin_listen: 127.0.0.1:1001\nlog: debug\n",
     );
     let e = env(&[
-        (ENV_LISTEN, "127.0.0.1:2000"),
+        ("MESHGATE_LISTEN", "127.0.0.1:2000"),
         (
             "LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES",
             "svc.east.local.,svc.west.local",
@@ -61,7 +63,7 @@ fn config_env_overrides_file_and_flags_override_env() {
 
 #[test]
 fn meshgate_env_wins_over_linkerd_env() {
-    let e = env(&[(ENV_LOG, "debug"), ("LINKERD2_PROXY_LOG", "trace")]);
+    let e = env(&[("MESHGATE_LOG", "debug"), ("LINKERD2_PROXY_LOG", "trace")]);
     assert_eq!(Config::load(None, &e, &creds()).unwrap().log, "debug");
 }
 
@@ -156,8 +158,8 @@ fn linkerd_proxy_environment_configures_a_gateway_pod() {
         ("LINKERD2_PROXY_LOG", "warn,linkerd=info"),
         ("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED", "true"),
         ("LINKERD2_PROXY_METRICS_RETAIN_IDLE", "5m"),
-        (ENV_CERT, "/c.crt"),
-        (ENV_KEY, "/c.key"),
+        ("MESHGATE_CERT", "/c.crt"),
+        ("MESHGATE_KEY", "/c.key"),
     ]);
     let c = Config::load(None, &e, &Vec::new()).unwrap();
     assert_eq!(c.listen, "[::]:4143".parse().unwrap());
@@ -182,8 +184,8 @@ fn linkerd_proxy_environment_configures_a_gateway_pod() {
 #[test]
 fn bad_boolean_and_identity_name_are_reported() {
     let e = env(&[
-        (ENV_SHUTDOWN_ENDPOINT_ENABLED, "perhaps"),
-        (ENV_IDENTITY_NAME, "not a name"),
+        ("MESHGATE_SHUTDOWN_ENDPOINT_ENABLED", "perhaps"),
+        ("MESHGATE_IDENTITY_NAME", "not a name"),
     ]);
     let problems = Config::load(None, &e, &creds()).unwrap_err().0.join("\n");
     assert!(
@@ -191,4 +193,95 @@ fn bad_boolean_and_identity_name_are_reported() {
         "{problems}"
     );
     assert!(problems.contains("identity_name"), "{problems}");
+}
+
+#[test]
+fn response_timeouts_is_a_key_of_the_file() {
+    let file = write(
+        "timeouts",
+        "response_timeouts:\n  web.ns.svc.cluster.local:80: 2s\n  api.ns.svc.cluster.local:8080: 500ms\n",
+    );
+    let c = Config::load(Some(&file), &env(&[]), &creds()).unwrap();
+    assert_eq!(
+        c.response_timeouts["web.ns.svc.cluster.local:80"],
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        c.response_timeouts["api.ns.svc.cluster.local:8080"],
+        Duration::from_millis(500)
+    );
+}
+
+#[test]
+fn bad_values_name_the_key_as_written_and_the_expected_form() {
+    let mut flags = creds();
+    flags.push(("endpoints", "bad".into()));
+    flags.push(("log_format", "xml".into()));
+    let file = write("forms", "connect_timeout: soon\nmax_connections: many\n");
+    let e = env(&[("MESHGATE_DNS_SERVERS", "10.0.0.10")]);
+    let problems = Config::load(Some(&file), &e, &flags).unwrap_err().0;
+    let expected = [
+        "--endpoint: expected NAME:PORT=IP:PORT",
+        "--log-format: expected text or json, got \"xml\"",
+        "config.yaml: connect_timeout: expected a duration",
+        "config.yaml: max_connections: expected a whole number",
+        "MESHGATE_DNS_SERVERS: expected a comma-separated list (in YAML, a list), each item an address",
+    ];
+    for needle in expected {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "missing {needle:?} in {problems:#?}"
+        );
+    }
+    assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+}
+
+#[test]
+fn every_key_has_its_own_meshgate_variable() {
+    for key in KEYS {
+        let var = format!("MESHGATE_{}", key.name.to_ascii_uppercase());
+        assert_eq!(key.env()[0], var);
+    }
+    let e = env(&[("MESHGATE_IDENTITY_SVC_NAME", "identity.example")]);
+    let c = Config::load(None, &e, &creds()).unwrap();
+    assert_eq!(c.identity_svc_name, "identity.example");
+}
+
+#[test]
+fn run_check_prints_every_key_unset_ones_as_null() {
+    let c = Config::load(None, &env(&[]), &creds()).unwrap();
+    let yaml: serde_norway::Value = serde_norway::from_str(&c.to_yaml()).unwrap();
+    let serde_norway::Value::Mapping(map) = yaml else {
+        panic!("a mapping");
+    };
+    assert_eq!(map.len(), KEYS.len());
+    for key in KEYS {
+        assert!(map.contains_key(key.name), "{} missing", key.name);
+    }
+    assert_eq!(map["response_timeout"], serde_norway::Value::Null);
+    assert_eq!(map["identity_svc_addr"], serde_norway::Value::Null);
+    assert_eq!(map["cert"], serde_norway::Value::from("/c.crt"));
+}
+
+#[test]
+fn per_key_checks_name_the_key() {
+    let file = write(
+        "checks",
+        "connect_timeout: 0s\nmax_header_list_size: 10\nworkers: 0\nresponse_timeout: 0s\n",
+    );
+    let problems = Config::load(Some(&file), &env(&[]), &creds())
+        .unwrap_err()
+        .0
+        .join("\n");
+    for needle in [
+        "connect_timeout must be greater than zero",
+        "max_header_list_size 10 must be between 1024",
+        "workers 0 must be within 1..=1024",
+        "response_timeout must be greater than zero",
+    ] {
+        assert!(
+            problems.contains(needle),
+            "missing {needle:?} in:\n{problems}"
+        );
+    }
 }

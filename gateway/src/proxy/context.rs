@@ -153,7 +153,7 @@ impl Limits {
             response_timeouts: config
                 .response_timeouts
                 .iter()
-                .map(|(name, d)| (name.to_ascii_lowercase(), **d))
+                .map(|(name, d)| (name.to_ascii_lowercase(), *d))
                 .collect(),
         }
     }

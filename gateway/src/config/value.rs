@@ -1,0 +1,289 @@
+//! How a key's value is written: [`Value`] parses it from YAML or from an environment variable /
+//! flag (text) and writes it back as YAML, and names the expected form for error messages.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_norway::{Mapping, Value as Yaml};
+
+use super::LogFormat;
+
+/// A configuration value's type.
+pub trait Value: Sized {
+    /// The expected form, for messages: `expected <FORM>`.
+    const FORM: &'static str;
+    /// Whether its flag may be given several times (values accumulate).
+    const REPEATABLE: bool = false;
+
+    /// Parses an environment variable's or a flag's text.
+    ///
+    /// # Errors
+    /// A short reason; the caller names the source and the form.
+    fn from_text(text: &str) -> Result<Self, String>;
+
+    /// Parses a YAML value.
+    ///
+    /// # Errors
+    /// A short reason, as [`Value::from_text`].
+    fn from_yaml(value: Yaml) -> Result<Self, String> {
+        match value {
+            Yaml::String(text) => Self::from_text(&text),
+            Yaml::Number(n) => Self::from_text(&n.to_string()),
+            Yaml::Bool(b) => Self::from_text(&b.to_string()),
+            other => Err(format!("got {}", show(&other))),
+        }
+    }
+
+    /// The value as YAML (what `run --check` prints).
+    fn to_yaml(&self) -> Yaml;
+}
+
+/// A YAML value on one line, for messages.
+pub(super) fn show(value: &Yaml) -> String {
+    serde_norway::to_string(value)
+        .unwrap_or_default()
+        .trim()
+        .replace('\n', " ")
+}
+
+fn parsed<T: std::str::FromStr>(text: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    text.trim()
+        .parse()
+        .map_err(|e: T::Err| format!("got {text:?} ({e})"))
+}
+
+impl Value for String {
+    const FORM: &'static str = "text";
+    fn from_text(text: &str) -> Result<Self, String> {
+        Ok(text.to_owned())
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::String(self.clone())
+    }
+}
+
+impl Value for PathBuf {
+    const FORM: &'static str = "a file path";
+    fn from_text(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("got an empty path".to_owned());
+        }
+        Ok(PathBuf::from(text))
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::String(self.display().to_string())
+    }
+}
+
+impl Value for SocketAddr {
+    const FORM: &'static str = "an address such as 0.0.0.0:4143 or [::]:4143";
+    fn from_text(text: &str) -> Result<Self, String> {
+        parsed(text)
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::String(self.to_string())
+    }
+}
+
+impl Value for bool {
+    const FORM: &'static str = "true or false";
+    fn from_text(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" | "" => Ok(false),
+            _ => Err(format!("got {text:?}")),
+        }
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::Bool(*self)
+    }
+}
+
+impl Value for usize {
+    const FORM: &'static str = "a whole number";
+    fn from_text(text: &str) -> Result<Self, String> {
+        parsed(text)
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::Number((*self as u64).into())
+    }
+}
+
+impl Value for u32 {
+    const FORM: &'static str = "a whole number";
+    fn from_text(text: &str) -> Result<Self, String> {
+        parsed(text)
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::Number(u64::from(*self).into())
+    }
+}
+
+impl Value for Duration {
+    const FORM: &'static str = "a duration such as 500ms, 10s, 5m or 24h";
+    fn from_text(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        // A bare number is taken as seconds.
+        if let Ok(seconds) = text.parse::<u64>() {
+            return Ok(Duration::from_secs(seconds));
+        }
+        humantime::parse_duration(text).map_err(|e| format!("got {text:?} ({e})"))
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::String(humantime::format_duration(*self).to_string())
+    }
+}
+
+impl Value for LogFormat {
+    const FORM: &'static str = "text or json";
+    fn from_text(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("got {other:?}")),
+        }
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::String(
+            match self {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }
+            .to_owned(),
+        )
+    }
+}
+
+impl<T: Value> Value for Option<T> {
+    const FORM: &'static str = T::FORM;
+    fn from_text(text: &str) -> Result<Self, String> {
+        T::from_text(text).map(Some)
+    }
+    fn from_yaml(value: Yaml) -> Result<Self, String> {
+        match value {
+            Yaml::Null => Ok(None),
+            value => T::from_yaml(value).map(Some),
+        }
+    }
+    fn to_yaml(&self) -> Yaml {
+        self.as_ref().map_or(Yaml::Null, Value::to_yaml)
+    }
+}
+
+/// Lists: comma-separated in text, a sequence in YAML.
+impl<T: Value> Value for Vec<T> {
+    const FORM: &'static str = "a comma-separated list (in YAML, a list)";
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| T::from_text(item).map_err(|e| format!("each item {}, {e}", T::FORM)))
+            .collect()
+    }
+    fn from_yaml(value: Yaml) -> Result<Self, String> {
+        match value {
+            Yaml::Sequence(items) => items
+                .into_iter()
+                .map(|item| T::from_yaml(item).map_err(|e| format!("each item {}, {e}", T::FORM)))
+                .collect(),
+            Yaml::String(text) => Self::from_text(&text),
+            other => Err(format!("got {}", show(&other))),
+        }
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::Sequence(self.iter().map(Value::to_yaml).collect())
+    }
+}
+
+/// `NAME:PORT=VALUE` pairs, comma-separated (a name may repeat where values accumulate).
+fn pairs(text: &str) -> Result<Vec<(&str, &str)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() => Ok((name.trim(), value.trim())),
+            _ => Err(format!("got {pair:?}")),
+        })
+        .collect()
+}
+
+fn mapping(value: Yaml) -> Result<Vec<(String, Yaml)>, String> {
+    match value {
+        Yaml::Null => Ok(Vec::new()),
+        Yaml::Mapping(map) => map
+            .into_iter()
+            .map(|(name, value)| match name {
+                Yaml::String(name) => Ok((name, value)),
+                other => Err(format!("got the key {}", show(&other))),
+            })
+            .collect(),
+        other => Err(format!("got {}", show(&other))),
+    }
+}
+
+/// Static endpoints: `NAME:PORT` → addresses.
+impl Value for BTreeMap<String, Vec<SocketAddr>> {
+    const FORM: &'static str =
+        "NAME:PORT=IP:PORT (in YAML, a map of NAME:PORT to a list of IP:PORT)";
+    const REPEATABLE: bool = true;
+    fn from_text(text: &str) -> Result<Self, String> {
+        let mut map = Self::new();
+        for (name, addr) in pairs(text)? {
+            map.entry(name.to_owned())
+                .or_default()
+                .push(SocketAddr::from_text(addr)?);
+        }
+        Ok(map)
+    }
+    fn from_yaml(value: Yaml) -> Result<Self, String> {
+        mapping(value)?
+            .into_iter()
+            .map(|(name, addrs)| {
+                Vec::<SocketAddr>::from_yaml(addrs)
+                    .map(|addrs| (name.clone(), addrs))
+                    .map_err(|e| format!("{name:?}: {e}"))
+            })
+            .collect()
+    }
+    fn to_yaml(&self) -> Yaml {
+        let mut map = Mapping::new();
+        for (name, addrs) in self {
+            map.insert(Yaml::String(name.clone()), addrs.to_yaml());
+        }
+        Yaml::Mapping(map)
+    }
+}
+
+/// Per-target durations: `NAME:PORT` → duration.
+impl Value for BTreeMap<String, Duration> {
+    const FORM: &'static str =
+        "NAME:PORT=DURATION pairs (in YAML, a map of NAME:PORT to a duration)";
+    fn from_text(text: &str) -> Result<Self, String> {
+        pairs(text)?
+            .into_iter()
+            .map(|(name, d)| Ok((name.to_owned(), Duration::from_text(d)?)))
+            .collect()
+    }
+    fn from_yaml(value: Yaml) -> Result<Self, String> {
+        mapping(value)?
+            .into_iter()
+            .map(|(name, d)| {
+                Duration::from_yaml(d)
+                    .map(|d| (name.clone(), d))
+                    .map_err(|e| format!("{name:?}: {e}"))
+            })
+            .collect()
+    }
+    fn to_yaml(&self) -> Yaml {
+        let mut map = Mapping::new();
+        for (name, d) in self {
+            map.insert(Yaml::String(name.clone()), d.to_yaml());
+        }
+        Yaml::Mapping(map)
+    }
+}
