@@ -129,7 +129,8 @@ fn start_gateway(
         .args(["--log", "info"])
         .envs(env.iter().copied())
         .env("MESHGATE_WORKERS", "2")
-        .env("NO_COLOR", "1")
+        // Plain logs must come from the gateway seeing a pipe, not from the test's NO_COLOR.
+        .env_remove("NO_COLOR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -149,6 +150,10 @@ fn start_gateway(
     let serving = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the gateway logs its addresses");
+    assert!(
+        !serving.contains('\x1b'),
+        "colour codes in a log written to a pipe: {serving:?}"
+    );
     let field = |name: &str| -> SocketAddr {
         let start = serving.find(name).unwrap() + name.len();
         let rest = &serving[start..];
@@ -582,6 +587,20 @@ async fn out_of_file_descriptors_pauses_accepting_then_serves_again() {
             .starts_with("gateway_handshakes_refused_total{reason=\"out_of_fds\"}")
             && !l.ends_with(" 0")),
         "{metrics}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let (dir, pki, backend, echo) = services("colour").await;
+    // `start_gateway` removes NO_COLOR from the child's environment: only the pipe decides.
+    let gw = start_gateway(&pki, backend.addr, echo.addr, &[], None);
+    let log = gw.log.lock().unwrap().join("\n");
+    assert!(log.contains("effective configuration"), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "colour codes in a piped log:\n{log:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
