@@ -106,15 +106,17 @@ pub fn load_identity(config: &Config) -> Result<LoadedIdentity, Problems> {
     })
 }
 
-/// The authorization policy a config names (`all-authenticated` without a file).
+/// The authorization policy file a config names, loaded (`None` without a file: the policy is
+/// `all-authenticated`).
 ///
 /// # Errors
 /// Every problem in the file.
-pub fn load_policy(config: &Config) -> Result<Policy, Problems> {
-    match &config.policy {
-        None => Ok(Policy::default()),
-        Some(path) => Policy::load(path).map_err(Problems),
-    }
+pub fn load_policy(config: &Config) -> Result<Option<policy::Loaded>, Problems> {
+    config
+        .policy
+        .as_deref()
+        .map(|path| Policy::load(path).map_err(Problems))
+        .transpose()
 }
 
 /// The identity-service client a config asks for (`identity_svc_addr`), if any.
@@ -222,7 +224,13 @@ pub async fn start(
         credentials,
         reload,
     } = identity;
-    let policy = load_policy(config).map_err(|p| anyhow::anyhow!("invalid policy:\n{p}"))?;
+    // Loaded once: the watcher starts from these bytes, so a change made before its first poll
+    // is still applied.
+    let (policy, policy_bytes) =
+        match load_policy(config).map_err(|p| anyhow::anyhow!("invalid policy:\n{p}"))? {
+            Some(loaded) => (loaded.policy, Some(loaded.bytes)),
+            None => (Policy::default(), None),
+        };
     let policy = Arc::new(policy::Current::new(policy));
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
@@ -279,14 +287,19 @@ pub async fn start(
         log_level,
     });
     let retain_idle = config.metrics_retain_idle;
-    let watch_policy = config.policy.clone().map(|path| {
-        policy::watch(
-            path,
-            policy,
-            metrics.clone(),
-            config.credentials_poll_interval,
-        )
-    });
+    let watch_policy = config
+        .policy
+        .clone()
+        .zip(policy_bytes)
+        .map(|(path, loaded)| {
+            policy::watch(
+                path,
+                loaded,
+                policy,
+                metrics.clone(),
+                config.credentials_poll_interval,
+            )
+        });
     let admin = std::thread::Builder::new()
         .name("admin".to_owned())
         .spawn(move || {

@@ -3,7 +3,9 @@
 
 mod conn;
 mod credentials;
+mod format;
 mod labels;
+mod process;
 mod tracked;
 
 use std::fmt::Write as _;
@@ -19,7 +21,9 @@ use prometheus_client::registry::Registry;
 
 pub use conn::{ByteMeter, ConnRecord, Metered};
 pub use credentials::{AnchorLabels, IdentityMetrics, ResultLabels};
+pub use format::{Format, to_prometheus};
 pub use labels::*;
+pub use process::BuildLabels;
 pub use tracked::{CoarseClock, Tracked};
 
 /// All metric families, registered once.
@@ -246,6 +250,7 @@ impl Metrics {
         for result in ["ok", "error"] {
             let _ = identity.refreshes.get_or_create(&ResultLabels { result });
         }
+        process::register(r);
         let clock = Arc::new(CoarseClock::new());
         let metrics = Self {
             identity,
@@ -425,13 +430,21 @@ impl Metrics {
         self.refused.get_or_create(&RefusalLabels { reason }).get()
     }
 
-    /// Prometheus/OpenMetrics text, ending in `# EOF`.
+    /// OpenMetrics text, ending in `# EOF`.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             let _ = writeln!(out, "# encoding failed: {e}");
         }
         out
+    }
+
+    /// The registry in `format` (what `/metrics` answers).
+    pub fn encode_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.encode(),
+            Format::Prometheus => to_prometheus(&self.encode()),
+        }
     }
 
     /// Opens a transport record: counts the open, returns a guard that counts the close.

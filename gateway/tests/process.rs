@@ -129,7 +129,8 @@ fn start_gateway(
         .args(["--log", "info"])
         .envs(env.iter().copied())
         .env("MESHGATE_WORKERS", "2")
-        .env("NO_COLOR", "1")
+        // Plain logs must come from the gateway seeing a pipe, not from the test's NO_COLOR.
+        .env_remove("NO_COLOR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -149,6 +150,10 @@ fn start_gateway(
     let serving = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the gateway logs its addresses");
+    assert!(
+        !serving.contains('\x1b'),
+        "colour codes in a log written to a pipe: {serving:?}"
+    );
     let field = |name: &str| -> SocketAddr {
         let start = serving.find(name).unwrap() + name.len();
         let rest = &serving[start..];
@@ -586,12 +591,46 @@ async fn out_of_file_descriptors_pauses_accepting_then_serves_again() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `meshgate check --remote … --output json` against `gw`; returns the exit status and report.
+#[tokio::test]
+async fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let (dir, pki, backend, echo) = services("colour").await;
+    // `start_gateway` removes NO_COLOR from the child's environment: only the pipe decides.
+    let gw = start_gateway(&pki, backend.addr, echo.addr, &[], None);
+    let log = gw.log.lock().unwrap().join("\n");
+    assert!(log.contains("effective configuration"), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "colour codes in a piped log:\n{log:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `meshgate check --remote … --output json` against `gw` as the demo's client, expecting
+/// `identity`; returns the exit status and report.
 async fn remote_check(
     pki: &DemoPki,
     gw: &Gateway,
     identity: &str,
     target: &str,
+) -> (Option<i32>, serde_json::Value) {
+    remote_check_as(
+        pki,
+        gw,
+        "client",
+        &["--gateway-identity", identity, "--target", target],
+        &[],
+    )
+    .await
+}
+
+/// `meshgate check --remote … --output json` against `gw` with the demo PKI's `creds`
+/// (`client` or `gateway`) and `args`, `env` added.
+async fn remote_check_as(
+    pki: &DemoPki,
+    gw: &Gateway,
+    creds: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
 ) -> (Option<i32>, serde_json::Value) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshgate"));
     support::without_gateway_env(&mut cmd)
@@ -599,13 +638,14 @@ async fn remote_check(
         .arg(gw.data.to_string())
         .arg("--remote-admin")
         .arg(gw.admin.to_string())
-        .args(["--gateway-identity", identity, "--target", target])
+        .args(args)
         .arg("--cert")
-        .arg(pki.dir.join("client.crt"))
+        .arg(pki.dir.join(format!("{creds}.crt")))
         .arg("--key")
-        .arg(pki.dir.join("client.key"))
+        .arg(pki.dir.join(format!("{creds}.key")))
         .arg("--trust-anchors")
-        .arg(pki.dir.join("ca.crt"));
+        .arg(pki.dir.join("ca.crt"))
+        .envs(env.iter().copied());
     // The backend runs on this test's runtime: wait for the check off its threads.
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
@@ -668,6 +708,57 @@ async fn check_remote_reports_the_handshake_readiness_and_routing_of_a_running_g
             .unwrap()
             .contains(demo::GATEWAY_ID),
         "the error names the identity the gateway presented: {handshake}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_remote_without_gateway_identity_expects_the_configured_identity() {
+    let (dir, pki, backend, echo) = services("check-configured").await;
+    let gw = start_gateway(&pki, backend.addr, echo.addr, &[], None);
+    let handshake = |report: &serde_json::Value| checks(report, "handshake")[0].clone();
+
+    // identity_name (here from Linkerd's variable) is what the gateway must present.
+    let env = [("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", demo::GATEWAY_ID)];
+    let (status, report) = remote_check_as(&pki, &gw, "client", &[], &env).await;
+    assert_eq!(status, Some(0), "{report:#}");
+    let check = handshake(&report);
+    assert_eq!(
+        check["facts"]["expected_identity"],
+        demo::GATEWAY_ID,
+        "{check}"
+    );
+    assert_eq!(check["facts"]["expected_from"], "identity_name", "{check}");
+
+    // A configured identity_name the gateway does not have fails the handshake.
+    let wrong = "other.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local";
+    let env = [("MESHGATE_IDENTITY_NAME", wrong)];
+    let (status, report) = remote_check_as(&pki, &gw, "client", &[], &env).await;
+    assert_eq!(status, Some(1), "{report:#}");
+    let check = handshake(&report);
+    assert_eq!(check["status"], "fail", "{check}");
+    assert_eq!(check["facts"]["expected_identity"], wrong, "{check}");
+    // --gateway-identity wins over identity_name.
+    let args = ["--gateway-identity", demo::GATEWAY_ID];
+    let (status, report) = remote_check_as(&pki, &gw, "client", &args, &env).await;
+    assert_eq!(status, Some(0), "{report:#}");
+    assert_eq!(
+        handshake(&report)["facts"]["expected_from"],
+        "--gateway-identity"
+    );
+
+    // Without either, a gateway checked with its own configuration expects its certificate's.
+    let (status, report) = remote_check_as(&pki, &gw, "gateway", &[], &[]).await;
+    assert_eq!(status, Some(0), "{report:#}");
+    let check = handshake(&report);
+    assert_eq!(
+        check["facts"]["gateway_identity"],
+        demo::GATEWAY_ID,
+        "{check}"
+    );
+    assert_eq!(
+        check["facts"]["expected_from"], "the configured certificate",
+        "{check}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

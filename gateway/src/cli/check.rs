@@ -1,31 +1,27 @@
 //! `meshgate check`: a preflight for operators. Locally it checks what `meshgate run` would
 //! start with — the configuration, the policy, the trust anchors, that the credentials chain to
 //! them and name the identity the Service announces, how many days each certificate has left,
-//! and that the ports can be bound. With `--remote` it is a mesh client of a running gateway:
-//! the TLS handshake (what was negotiated, who answered), `/ready` over mTLS as the remote
-//! service mirror probes it, and whether a request for a named target is routed.
+//! and that the ports can be bound. With `--remote` it is a mesh client of a running gateway
+//! (`check/remote.rs`).
 //!
 //! Every check reports `ok`, `warn` or `fail`; any `fail` makes the command exit 1.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use http::Request;
-use http_body_util::{BodyExt, Full};
 use identity::inspect::{self, Lifetime};
-use identity::tls_config::{ALPN_HTTP1, ALPN_TRANSPORT_HEADER};
 use identity::{Credentials, TrustAnchors, identity_of_cert};
 use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::app;
-use crate::cli::client::{MtlsClient, http1_on};
 use crate::config::{Config, Problems};
-use crate::proxy::transport_header::{SessionProtocol, TransportHeader};
+
+mod remote;
+
+pub use remote::remote;
 
 /// Issuers and anchors with fewer days left than this are a warning (as `linkerd check`).
 const CA_WARN_DAYS: f64 = 60.0;
@@ -46,13 +42,15 @@ pub enum Output {
 #[derive(Clone, Debug, Args)]
 pub struct CheckArgs {
     /// The identity the gateway is announced as (the Service's
-    /// `mirror.linkerd.io/gateway-identity`) [default: the configured identity_name].
+    /// `mirror.linkerd.io/gateway-identity`) [default: the configured identity_name; with
+    /// `--remote` and no identity_name, the identity of the configured certificate, as when a
+    /// gateway is checked with its own configuration].
     #[arg(long)]
     pub gateway_identity: Option<String>,
     /// Check a running gateway at HOST:PORT as a mesh client instead of the local setup;
     /// `--cert`/`--key` (or `--identity-dir`) are then the client's credentials and
     /// `--trust-anchors` the bundle the gateway must chain to.
-    #[arg(long, value_name = "HOST:PORT", requires = "gateway_identity")]
+    #[arg(long, value_name = "HOST:PORT")]
     pub remote: Option<String>,
     /// The running gateway's admin port for `/ready` [default: the remote host, port 4191].
     #[arg(long, value_name = "HOST:PORT", requires = "remote")]
@@ -369,239 +367,4 @@ fn expiry(report: &mut Report, check: &str, der: &CertificateDer<'_>, leaf: bool
         facts.insert("days_left".to_owned(), json!((days * 10.0).round() / 10.0));
     }
     facts.insert("not_after".to_owned(), json!(until));
-}
-
-/// Checks a running gateway as a mesh client with the credentials `config` names.
-pub async fn remote(config: Result<Config, Problems>, args: &CheckArgs) -> Report {
-    let mut report = Report::default();
-    let (Some(remote), Some(gateway_id)) = (&args.remote, &args.gateway_identity) else {
-        report.fail("remote", "--remote and --gateway-identity are both needed");
-        return report;
-    };
-    let config = match config {
-        Ok(config) => config,
-        Err(problems) => {
-            report.fail("client credentials", problems.0.join("; "));
-            return report;
-        }
-    };
-    let Some(anchors) = anchors(&config, &mut report) else {
-        return report;
-    };
-    let client_creds = match config.credential_paths() {
-        (Some(cert), Some(key), _) => match Credentials::load(&cert, &key, &anchors) {
-            Ok(creds) => {
-                report.push(
-                    "client credentials",
-                    Status::Ok,
-                    format!("{} ({})", creds.identity(), cert.display()),
-                );
-                creds
-            }
-            Err(e) => {
-                report.fail("client credentials", format!("{}: {e}", cert.display()));
-                return report;
-            }
-        },
-        _ => {
-            report.fail(
-                "client credentials",
-                "no --cert and --key (or --identity-dir)",
-            );
-            return report;
-        }
-    };
-    let deadline = args.timeout;
-    let Some(data) = resolve(remote, deadline, "handshake", &mut report).await else {
-        return report;
-    };
-    let mesh_client = |addr, alpn: &[&[u8]]| {
-        MtlsClient::new(Some(&client_creds), &anchors, gateway_id, addr, alpn)
-    };
-    // What a Linkerd proxy offers the gateway; used again for the routed request.
-    let data_client = match mesh_client(data, &[ALPN_TRANSPORT_HEADER]) {
-        Ok(client) => client,
-        Err(e) => {
-            report.fail("handshake", format!("{e:#}"));
-            return report;
-        }
-    };
-    match tokio::time::timeout(deadline, data_client.connect()).await {
-        Ok(Ok(tls)) => {
-            let (_, conn) = tls.get_ref();
-            let version = conn.protocol_version().map(|v| format!("{v:?}"));
-            let suite = conn
-                .negotiated_cipher_suite()
-                .map(|s| format!("{:?}", s.suite()));
-            let group = conn
-                .negotiated_key_exchange_group()
-                .map(|g| format!("{:?}", g.name()));
-            let alpn = conn
-                .alpn_protocol()
-                .map(|p| String::from_utf8_lossy(p).into_owned());
-            let peer = conn.peer_certificates().and_then(|c| c.first());
-            let identity = peer.and_then(identity_of_cert).map(|i| i.to_string());
-            let check = report.push(
-                "handshake",
-                Status::Ok,
-                format!(
-                    "{data}: {} {} {}, ALPN {}, gateway identity {}",
-                    version.as_deref().unwrap_or("?"),
-                    suite.as_deref().unwrap_or("?"),
-                    group.as_deref().unwrap_or("?"),
-                    alpn.as_deref().unwrap_or("none"),
-                    identity.as_deref().unwrap_or("?")
-                ),
-            );
-            for (key, value) in [
-                ("tls_version", version),
-                ("cipher_suite", suite),
-                ("key_exchange", group),
-                ("alpn", alpn),
-                ("gateway_identity", identity),
-            ] {
-                check.facts.insert(key.to_owned(), json!(value));
-            }
-            if let Some(peer) = peer {
-                expiry(&mut report, "gateway certificate expiry", peer, true);
-            }
-        }
-        Ok(Err(e)) => report.fail("handshake", format!("{data}: {e}")),
-        Err(_) => report.fail(
-            "handshake",
-            format!("{data}: no answer within {deadline:?}"),
-        ),
-    }
-    // `/ready` over mTLS, as the remote service mirror's probe reaches it.
-    let admin = args
-        .remote_admin
-        .clone()
-        .unwrap_or_else(|| format!("{}:4191", host_of(remote)));
-    if let Some(addr) = resolve(&admin, deadline, "ready", &mut report).await {
-        let probe = async {
-            let client = mesh_client(addr, &[ALPN_HTTP1])?;
-            let send = http1_on(client.connect().await?).await?;
-            get(send, "/ready", "admin").await
-        };
-        match tokio::time::timeout(deadline, probe).await {
-            Ok(Ok((status, _, body))) => {
-                let ok = status == http::StatusCode::OK;
-                let check = report.push(
-                    "ready",
-                    if ok { Status::Ok } else { Status::Fail },
-                    format!("GET https://{addr}/ready: {status} {}", first_line(&body)),
-                );
-                check
-                    .facts
-                    .insert("status".to_owned(), json!(status.as_u16()));
-            }
-            Ok(Err(e)) => report.fail("ready", format!("GET https://{addr}/ready: {e:#}")),
-            Err(_) => report.fail("ready", format!("{addr}: no answer within {deadline:?}")),
-        }
-    }
-    if let Some(target) = &args.target {
-        route(&mut report, target, &data_client, deadline).await;
-    }
-    report
-}
-
-/// `GET /` for `target` through the gateway, with the transport header a Linkerd proxy sends.
-async fn route(report: &mut Report, target: &str, client: &MtlsClient, deadline: Duration) {
-    let Some((name, port)) = target
-        .rsplit_once(':')
-        .and_then(|(name, port)| Some((name, port.parse::<u16>().ok()?)))
-    else {
-        report.fail("route", format!("--target {target:?}: must be NAME:PORT"));
-        return;
-    };
-    let header = TransportHeader {
-        port,
-        name: Some(name.to_owned()),
-        protocol: SessionProtocol::Http1,
-    };
-    let attempt = async {
-        let send = http1_on(client.connect_with_header(&header).await?).await?;
-        get(send, "/", target).await
-    };
-    match tokio::time::timeout(deadline, attempt).await {
-        Ok(Ok((status, proxy_error, body))) => {
-            let check = match proxy_error {
-                Some(error) => report.push(
-                    "route",
-                    Status::Fail,
-                    format!("{target}: the gateway answered {status} ({error})"),
-                ),
-                None => report.push(
-                    "route",
-                    Status::Ok,
-                    format!(
-                        "{target}: routed, the service answered {status} {}",
-                        first_line(&body)
-                    ),
-                ),
-            };
-            check
-                .facts
-                .insert("status".to_owned(), json!(status.as_u16()));
-        }
-        Ok(Err(e)) => report.fail("route", format!("{target}: {e:#}")),
-        Err(_) => report.fail("route", format!("{target}: no answer within {deadline:?}")),
-    }
-}
-
-/// One GET; returns the status, `l5d-proxy-error` and the body.
-async fn get(
-    mut send: crate::cli::client::Http1Sender,
-    path: &str,
-    host: &str,
-) -> anyhow::Result<(http::StatusCode, Option<String>, String)> {
-    let request = Request::get(path).header("host", host);
-    let response = send
-        .send_request(request.body(Full::new(Bytes::new()))?)
-        .await?;
-    let status = response.status();
-    let proxy_error = response
-        .headers()
-        .get("l5d-proxy-error")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((
-        status,
-        proxy_error,
-        String::from_utf8_lossy(&body).into_owned(),
-    ))
-}
-
-async fn resolve(
-    addr: &str,
-    deadline: Duration,
-    check: &str,
-    report: &mut Report,
-) -> Option<SocketAddr> {
-    match tokio::time::timeout(deadline, tokio::net::lookup_host(addr)).await {
-        Ok(Ok(mut addrs)) => {
-            let found = addrs.next();
-            if found.is_none() {
-                report.fail(check, format!("{addr}: no address"));
-            }
-            found
-        }
-        Ok(Err(e)) => {
-            report.fail(check, format!("{addr}: {e}"));
-            None
-        }
-        Err(_) => {
-            report.fail(check, format!("{addr}: not resolved within {deadline:?}"));
-            None
-        }
-    }
-}
-
-/// The host part of HOST:PORT (brackets kept for IPv6).
-fn host_of(addr: &str) -> &str {
-    addr.rsplit_once(':').map_or(addr, |(host, _)| host)
-}
-
-fn first_line(body: &str) -> &str {
-    body.lines().next().unwrap_or("").trim()
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::{ACCEPT, ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -21,7 +21,7 @@ use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::readiness::Readiness;
-use crate::metrics::Metrics;
+use crate::metrics::{Format, Metrics};
 
 /// Reads and changes the log filter at run time (`/proxy-log-level`).
 pub trait LogLevel: Send + Sync {
@@ -92,13 +92,7 @@ async fn serve_connection(tcp: TcpStream, remote: SocketAddr, state: Arc<AdminSt
                         ));
                     }
                 };
-                Ok(respond(
-                    &state,
-                    &parts.method,
-                    parts.uri.path(),
-                    remote,
-                    &body,
-                ))
+                Ok(respond(&state, &Request::from_parts(parts, body), remote))
             }
         })
     };
@@ -122,12 +116,11 @@ async fn serve_connection(tcp: TcpStream, remote: SocketAddr, state: Arc<AdminSt
 /// Answers one admin request from `remote` (pure: no I/O).
 pub fn respond(
     state: &AdminState,
-    method: &Method,
-    path: &str,
+    req: &Request<Bytes>,
     remote: SocketAddr,
-    body: &[u8],
 ) -> Response<Full<Bytes>> {
-    match path {
+    let (method, body) = (req.method(), req.body());
+    match req.uri().path() {
         "/live" => text(StatusCode::OK, "live\n".to_owned()),
         "/ready" => match state.readiness.check() {
             Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
@@ -137,12 +130,12 @@ pub fn respond(
             ),
         },
         "/metrics" => {
-            let mut response = text(StatusCode::OK, state.metrics.encode());
+            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+            let format = Format::negotiate(accept);
+            let mut response = text(StatusCode::OK, state.metrics.encode_as(format));
             response.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                HeaderValue::from_static(format.content_type()),
             );
             response
         }
@@ -270,16 +263,109 @@ mod tests {
         remote: &str,
         body: &str,
     ) -> (StatusCode, String) {
-        let response = respond(
-            state,
-            &method,
-            path,
-            remote.parse().unwrap(),
-            body.as_bytes(),
-        );
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Bytes::from(body.to_owned()))
+            .unwrap();
+        let response = respond(state, &req, remote.parse().unwrap());
         let status = response.status();
         let body = futures_body(response);
         (status, body)
+    }
+
+    /// `GET /metrics` with `accept` (none when `None`): the content type and the body.
+    fn scrape(state: &AdminState, accept: Option<&str>) -> (String, String) {
+        let mut req = Request::get("/metrics");
+        if let Some(accept) = accept {
+            req = req.header(ACCEPT, accept);
+        }
+        let response = respond(
+            state,
+            &req.body(Bytes::new()).unwrap(),
+            LOCAL.parse().unwrap(),
+        );
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (content_type, futures_body(response))
+    }
+
+    #[test]
+    fn metrics_are_openmetrics_when_the_scraper_asks_for_it() {
+        let state = state(false);
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let (content_type, body) = scrape(&state, Some(prometheus));
+        assert_eq!(
+            content_type,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        assert!(
+            body.contains("# TYPE gateway_handshakes_refused counter\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("# TYPE process_cpu_seconds counter\n"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text_without_accept_for_any_type_and_for_text_plain() {
+        let state = state(false);
+        for accept in [
+            None,
+            Some("*/*"),
+            Some("text/plain"),
+            Some("text/plain;version=0.0.4"),
+        ] {
+            let (content_type, body) = scrape(&state, accept);
+            assert_eq!(
+                content_type, "text/plain; version=0.0.4; charset=utf-8",
+                "{accept:?}"
+            );
+            assert!(!body.contains("# EOF"), "{accept:?}: {body}");
+            assert!(!body.contains("# UNIT"), "{accept:?}: {body}");
+            assert!(!body.contains("_created"), "{accept:?}: {body}");
+            assert!(
+                body.contains("# TYPE gateway_handshakes_refused_total counter\n"),
+                "{body}"
+            );
+            assert!(
+                body.contains("gateway_handshakes_refused_total{reason=\"unknown_ca\"} 0\n"),
+                "{body}"
+            );
+            assert!(
+                body.contains("# TYPE process_cpu_seconds_total counter\n"),
+                "{body}"
+            );
+            for gauge in [
+                "process_start_time_seconds",
+                "process_open_fds",
+                "process_max_fds",
+                "process_resident_memory_bytes",
+            ] {
+                if cfg!(target_os = "linux") || gauge == "process_max_fds" {
+                    assert!(
+                        body.contains(&format!("# TYPE {gauge} gauge\n")),
+                        "{gauge}: {body}"
+                    );
+                }
+            }
+            let build = format!(
+                "proxy_build_info{{version=\"{}\",git_sha=\"",
+                env!("CARGO_PKG_VERSION")
+            );
+            let line = body
+                .lines()
+                .find(|l| l.starts_with(&build))
+                .unwrap_or_else(|| panic!("{build}: {body}"));
+            assert!(line.contains("vendor=\"meshgate\""), "{line}");
+            assert!(line.ends_with("} 1"), "{line}");
+        }
     }
 
     fn futures_body(response: Response<Full<Bytes>>) -> String {

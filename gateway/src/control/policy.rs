@@ -255,14 +255,25 @@ impl Policy {
         })
     }
 
-    /// Reads and parses a policy file.
+    /// Reads and parses a policy file, keeping the bytes read (the baseline of [`watch`]).
     ///
     /// # Errors
-    /// As [`Policy::from_yaml`], or an unreadable file.
-    pub fn load(path: &Path) -> Result<Self, Vec<String>> {
+    /// As [`Policy::from_yaml`], an unreadable file, or one that is not UTF-8.
+    pub fn load(path: &Path) -> Result<Loaded, Vec<String>> {
         let what = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{what}: {e}")])?;
-        Self::from_yaml(&what, &text)
+        let bytes = std::fs::read(path).map_err(|e| vec![format!("{what}: {e}")])?;
+        let policy = Self::from_bytes(&what, &bytes)?;
+        Ok(Loaded { policy, bytes })
+    }
+
+    /// Parses a policy file's bytes.
+    ///
+    /// # Errors
+    /// As [`Policy::from_yaml`], or bytes that are not UTF-8.
+    pub fn from_bytes(what: &str, bytes: &[u8]) -> Result<Self, Vec<String>> {
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| vec![format!("{what}: not UTF-8 text")])?;
+        Self::from_yaml(what, text)
     }
 
     /// The policy's default (`all-authenticated` or `deny`): the `srv_name` metric label.
@@ -291,6 +302,15 @@ impl Policy {
             (true, false) => Verdict::Deny,
         }
     }
+}
+
+/// A policy file as loaded at start: the policy, and the bytes it was parsed from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The policy.
+    pub policy: Policy,
+    /// The file's bytes: what [`watch`] takes as already applied.
+    pub bytes: Vec<u8>,
 }
 
 /// The policy in use, replaceable while the gateway runs. Readers keep a [`Snapshot`] and
@@ -390,14 +410,18 @@ impl std::ops::Deref for Snapshot {
     }
 }
 
-/// Polls the policy file every `interval`; a changed file that parses replaces the policy.
+/// Polls the policy file every `interval`; a file that differs from `loaded` (the bytes the
+/// policy in use was parsed from, [`Loaded::bytes`]) and parses replaces the policy. Comparing
+/// against what was loaded, not against a first read of its own, applies a change made between
+/// loading and the first poll.
 pub async fn watch(
     path: PathBuf,
+    loaded: Vec<u8>,
     current: Arc<Current>,
     metrics: Arc<Metrics>,
     interval: Duration,
 ) {
-    let mut reads = Settle::new(std::fs::read(&path).ok());
+    let mut reads = Settle::new(Some(loaded));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -406,11 +430,10 @@ pub async fn watch(
         let Some(now) = reads.observe(std::fs::read(&path).ok()) else {
             continue;
         };
+        let what = path.display().to_string();
         let parsed = match now {
-            None => Err(vec![format!("{}: cannot be read", path.display())]),
-            Some(bytes) => std::str::from_utf8(bytes)
-                .map_err(|_| vec![format!("{}: not UTF-8 text", path.display())])
-                .and_then(|text| Policy::from_yaml(&path.display().to_string(), text)),
+            None => Err(vec![format!("{what}: cannot be read")]),
+            Some(bytes) => Policy::from_bytes(&what, bytes),
         };
         match parsed {
             Ok(policy) => {
@@ -427,153 +450,4 @@ pub async fn watch(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::target::Suffixes;
-
-    fn target(s: &str) -> Target {
-        Target::parse(s, &Suffixes::new(["svc.cluster.local"]).unwrap()).unwrap()
-    }
-
-    fn id(s: &str) -> IdentityName {
-        s.parse().unwrap()
-    }
-
-    const POLICY: &str = r#"
-default: deny
-rules:
-  - name: east-web
-    clients: ["web.east.serviceaccount.identity.linkerd.cluster.local"]
-    targets: [{service: web, namespace: prod, port: 8080}]
-  - name: east-any-public
-    clients: ["*.east.serviceaccount.identity.linkerd.cluster.local"]
-    targets: [{namespace: public}]
-  - name: spiffe-west
-    clients: ["spiffe://west.example.org"]
-    targets: [{}]
-"#;
-
-    #[test]
-    fn rules_match_identity_patterns_and_target_fields() {
-        let p = Policy::from_yaml("p", POLICY).unwrap();
-        let web = id("web.east.serviceaccount.identity.linkerd.cluster.local");
-        let api = id("api.east.serviceaccount.identity.linkerd.cluster.local");
-        let allow = |name: &str| Verdict::Allow {
-            kind: "rule",
-            name: Label::from(name),
-        };
-        assert_eq!(
-            p.decide(&web, &target("web.prod.svc.cluster.local:8080")),
-            allow("east-web")
-        );
-        assert_eq!(
-            p.decide(&web, &target("web.prod.svc.cluster.local:9090")),
-            Verdict::Deny
-        );
-        assert_eq!(
-            p.decide(&api, &target("web.prod.svc.cluster.local:8080")),
-            Verdict::Deny
-        );
-        assert_eq!(
-            p.decide(&api, &target("docs.public.svc.cluster.local:80")),
-            allow("east-any-public")
-        );
-        // A suffix is a label boundary, and not the name itself.
-        let outsider = id("web.northeast.serviceaccount.identity.linkerd.cluster.local");
-        assert_eq!(
-            p.decide(&outsider, &target("docs.public.svc.cluster.local:80")),
-            Verdict::Deny
-        );
-        let spiffe = id("spiffe://west.example.org/ns/a/sa/b");
-        assert_eq!(
-            p.decide(&spiffe, &target("x.y.svc.cluster.local:1")),
-            allow("spiffe-west")
-        );
-        let other_domain = id("spiffe://west.example.org.evil/ns/a/sa/b");
-        assert_eq!(
-            p.decide(&other_domain, &target("x.y.svc.cluster.local:1")),
-            Verdict::Deny
-        );
-    }
-
-    #[test]
-    fn default_is_all_authenticated_and_audit_allows_what_deny_would_refuse() {
-        let caller = id("a.b.serviceaccount.identity.linkerd.cluster.local");
-        let t = target("web.prod.svc.cluster.local:80");
-        assert_eq!(
-            Policy::default().decide(&caller, &t),
-            Verdict::Allow {
-                kind: "default",
-                name: Label::from("all-authenticated")
-            }
-        );
-        let audit = Policy::from_yaml("p", "default: deny\nmode: audit\n").unwrap();
-        assert_eq!(audit.decide(&caller, &t), Verdict::AuditDeny);
-    }
-
-    #[test]
-    fn every_problem_in_a_bad_file_is_reported() {
-        let text = r#"
-default: maybe
-mode: loud
-rules:
-  - name: a
-    clients: ["*.", "spiffe://"]
-    targets: []
-  - name: a
-    clients: []
-    targets: [{port: 0}]
-"#;
-        let problems = Policy::from_yaml("p.yaml", text).unwrap_err();
-        for needle in [
-            "default \"maybe\"",
-            "mode \"loud\"",
-            "client pattern \"*.\"",
-            "client pattern \"spiffe://\"",
-            "needs at least one target",
-            "used twice",
-            "needs at least one client",
-            "port 0",
-        ] {
-            assert!(
-                problems.iter().any(|p| p.contains(needle)),
-                "{needle}: {problems:?}"
-            );
-        }
-        let unknown =
-            Policy::from_yaml("p.yaml", "rules:\n  - name: a\n    clientz: []\n").unwrap_err();
-        assert!(unknown[0].contains("clientz"), "{unknown:?}");
-    }
-
-    mod props {
-        use super::*;
-        use proptest::prelude::*;
-
-        proptest! {
-            #[test]
-            fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
-                let _ = Policy::from_yaml("p", &text);
-            }
-
-            #[test]
-            fn a_catch_all_rule_allows_every_caller_and_target(
-                sa in "[a-z0-9]{1,10}",
-                ns in "[a-z0-9]{1,10}",
-                service in "[a-z0-9]{1,10}",
-                port in 1u16..,
-            ) {
-                let p = Policy::from_yaml(
-                    "p",
-                    "default: deny\nrules: [{name: all, clients: [\"*\"], targets: [{}]}]\n",
-                )
-                .unwrap();
-                let caller = id(&format!("{sa}.{ns}.serviceaccount.identity.linkerd.cluster.local"));
-                let t = target(&format!("{service}.{ns}.svc.cluster.local:{port}"));
-                prop_assert_eq!(
-                    p.decide(&caller, &t),
-                    Verdict::Allow { kind: "rule", name: Label::from("all") }
-                );
-            }
-        }
-    }
-}
+mod tests;
