@@ -421,7 +421,8 @@ impl Metrics {
     }
 
     /// Counts a refused connection; returns whether this reason is new (first occurrence).
-    pub fn refuse(&self, reason: &'static str) -> bool {
+    pub fn refuse(&self, refused: Refused) -> bool {
+        let reason = refused.label();
         self.refused.get_or_create(&RefusalLabels { reason }).inc() == 0
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Refused};
 
 /// Pending-connection queue length.
 const BACKLOG: i32 = 1024;
@@ -36,7 +36,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 pub async fn after_accept_error(e: &io::Error, listener: &'static str, metrics: &Metrics) {
     // EMFILE (24) and ENFILE (23) on Linux.
     if matches!(e.raw_os_error(), Some(23 | 24)) {
-        metrics.refuse("out_of_fds");
+        metrics.refuse(Refused::OutOfFds);
         tracing::error!(listener, error = %e, "accept failed: out of file descriptors; pausing 1s");
         tokio::time::sleep(Duration::from_secs(1)).await;
     } else {

@@ -69,6 +69,17 @@ pub enum ConnectError {
     Timeout(Duration),
 }
 
+impl ConnectError {
+    /// The `reason` of `outbound_connect_errors_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ConnectError::Resolve(_) => "unresolved",
+            ConnectError::Refused { .. } => "refused",
+            ConnectError::Timeout(_) => "timeout",
+        }
+    }
+}
+
 /// Why a request could not be forwarded on the upstream side.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -329,15 +340,11 @@ impl Upstream {
                 Ok(Metered::with_record(tcp, record))
             }
             Err(e) => {
-                let reason = match e {
-                    ConnectError::Timeout(_) => "timeout",
-                    _ => "refused",
-                };
                 self.metrics
                     .connect_errors
                     .get(&ConnectErrorLabels {
                         authority: balancer.authority.clone(),
-                        reason,
+                        reason: e.label(),
                     })
                     .inc();
                 let backoff = endpoint.eject();

@@ -112,10 +112,39 @@ pub struct CloseLabels {
     pub errno: &'static str,
 }
 
-/// Why a handshake was refused.
+/// Why a connection was refused before any session began: the `reason` of
+/// `gateway_handshakes_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The TLS handshake was refused.
+    Handshake(identity::Refusal),
+    /// The transport header was malformed or the stream ended before it.
+    TransportHeader,
+    /// No transport header before the detect deadline (counted with handshake timeouts).
+    TransportHeaderTimeout,
+    /// `max_connections` were open.
+    MaxConnections,
+    /// `accept` failed for want of file descriptors.
+    OutOfFds,
+}
+
+impl Refused {
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Handshake(refusal) => refusal.as_str(),
+            Refused::TransportHeader => "bad_transport_header",
+            Refused::TransportHeaderTimeout => identity::Refusal::Timeout.as_str(),
+            Refused::MaxConnections => "max_connections",
+            Refused::OutOfFds => "out_of_fds",
+        }
+    }
+}
+
+/// `gateway_handshakes_refused_total` labels.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RefusalLabels {
-    /// A [`Refusal`] label value, or `max_connections`.
+    /// [`Refused::label`].
     pub reason: &'static str,
 }
 

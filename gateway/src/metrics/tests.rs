@@ -121,8 +121,8 @@ fn cached_route_handles_count_like_lookups() {
 #[test]
 fn refusal_reports_first_occurrence_once() {
     let metrics = Metrics::new();
-    assert!(metrics.refuse("expired"));
-    assert!(!metrics.refuse("expired"));
+    assert!(metrics.refuse(Refused::Handshake(Refusal::Expired)));
+    assert!(!metrics.refuse(Refused::Handshake(Refusal::Expired)));
     assert_eq!(metrics.refused_count("expired"), 2);
 }
 

@@ -12,6 +12,7 @@ use identity::Refusal;
 
 use super::route;
 use super::transport_header::ReadError;
+use crate::metrics::Refused;
 use crate::target;
 use crate::upstream::{ConnectError, discover};
 
@@ -130,11 +131,11 @@ impl Error {
 
     /// `gateway_handshakes_refused_total{reason}`: connections refused before any session (the
     /// handshake, or a transport header that never came right).
-    pub fn refusal(&self) -> Option<&'static str> {
+    pub fn refusal(&self) -> Option<Refused> {
         match self {
-            Error::Handshake { .. } | Error::TransportHeader(_) | Error::TransportHeaderTimeout => {
-                Some(self.reason())
-            }
+            Error::Handshake { refusal, .. } => Some(Refused::Handshake(*refusal)),
+            Error::TransportHeader(_) => Some(Refused::TransportHeader),
+            Error::TransportHeaderTimeout => Some(Refused::TransportHeaderTimeout),
             _ => None,
         }
     }

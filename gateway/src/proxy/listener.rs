@@ -8,6 +8,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::conn;
 use super::context::Shared;
+use crate::metrics::Refused;
 use crate::socket::after_accept_error;
 
 /// Accepts until `drain` turns true. Over `permits`, new connections are closed at once and
@@ -31,7 +32,7 @@ pub async fn run(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            if shared.metrics.refuse("max_connections") {
+            if shared.metrics.refuse(Refused::MaxConnections) {
                 tracing::warn!(%remote, "connection refused: max_connections reached");
             }
             continue;

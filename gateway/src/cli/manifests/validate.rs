@@ -217,4 +217,3 @@ pub(super) fn is_qualified_name(s: &str) -> bool {
             .is_some_and(|b| b.is_ascii_alphanumeric());
     name_ok && prefix.is_none_or(is_subdomain)
 }
-

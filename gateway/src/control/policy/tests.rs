@@ -208,3 +208,42 @@ mod props {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_denial_is_logged_once_per_caller_and_target_per_minute() {
+    let current = Current::new(Policy::default());
+    let (web, api): (Arc<str>, Arc<str>) = ("web.east".into(), "api.east".into());
+    let db: Arc<str> = "db.ns.svc.cluster.local:5432".into();
+    assert!(current.log_denial(&web, &db), "the first denial is logged");
+    assert!(
+        !current.log_denial(&web, &db),
+        "a retry within the minute is not"
+    );
+    assert!(current.log_denial(&api, &db), "another caller is");
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(
+        current.log_denial(&web, &db),
+        "and the same pair again after a minute"
+    );
+}
+
+#[test]
+fn a_replaced_policy_reaches_snapshots_by_version() {
+    let current = Current::new(Policy::default());
+    let mut snapshot = current.snapshot();
+    let before = snapshot.clone();
+    current.refresh(&mut snapshot);
+    assert!(
+        Arc::ptr_eq(&before.policy, &snapshot.policy),
+        "unchanged: kept"
+    );
+    current.set(Policy::from_yaml("p", "default: deny\n").unwrap());
+    current.refresh(&mut snapshot);
+    assert_eq!(
+        snapshot.decide(
+            &id("web.east.serviceaccount.identity.linkerd.cluster.local"),
+            &target("web.prod.svc.cluster.local:80")
+        ),
+        Verdict::Deny
+    );
+}

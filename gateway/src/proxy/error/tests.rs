@@ -86,9 +86,12 @@ fn handshake_refusals_are_counted_as_refusals_only() {
         refusal: Refusal::UnknownCa,
         detail: "unknown issuer".into(),
     };
-    assert_eq!(refused.refusal(), Some("unknown_ca"));
+    assert_eq!(refused.refusal().map(Refused::label), Some("unknown_ca"));
     assert_eq!(refused.tcp_error(), None, "one family, not two");
-    assert_eq!(Error::TransportHeaderTimeout.refusal(), Some("timeout"));
+    assert_eq!(
+        Error::TransportHeaderTimeout.refusal().map(Refused::label),
+        Some("timeout")
+    );
 }
 
 #[test]
