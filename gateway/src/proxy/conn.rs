@@ -115,7 +115,7 @@ where
             };
             let decided = route::decide(
                 peer,
-                Source::Header(target.as_ref()),
+                Source::Checked(target.as_ref()),
                 std::iter::empty(),
                 &snapshot,
             );

@@ -78,10 +78,13 @@ struct Route {
     balancer: Arc<Balancer>,
     /// Deadline for the response headers.
     response_timeout: Option<Duration>,
+    /// The text that named the target (per-request routing), so the next request naming it the
+    /// same way is not parsed again.
+    named_by: Box<[u8]>,
 }
 
 impl Route {
-    fn new(target: &Target, shared: &Shared, peer: &str) -> Result<Self, Error> {
+    fn new(target: &Target, named_by: &[u8], shared: &Shared, peer: &str) -> Result<Self, Error> {
         let gateway = shared.identity.as_str();
         // A checked target is a DNS name and a port, and identities are visible ASCII: these
         // conversions only fail on a bug, reported as a local error rather than a panic.
@@ -102,6 +105,7 @@ impl Route {
             label: Label(target.authority().clone()),
             balancer: shared.upstream.balancer(target),
             response_timeout: shared.limits.response_timeout_for(target.authority()),
+            named_by: named_by.into(),
         })
     }
 }
@@ -261,7 +265,7 @@ impl Session {
     fn route(&self, req: &Request<Incoming>) -> Result<(Arc<Route>, Allowed), Error> {
         let headers = req.headers();
         let source = match &self.routing {
-            Routing::Fixed(fixed) => Source::Header(fixed.as_ref()),
+            Routing::Fixed(fixed) => Source::Checked(fixed.as_ref()),
             Routing::PerRequest => match (
                 headers.get(&L5D_DST_OVERRIDE),
                 req.uri().authority(),
@@ -273,18 +277,33 @@ impl Session {
                 (None, None, None) => Source::Nothing,
             },
         };
+        let named_by: &[u8] = match source {
+            Source::Override(value) | Source::Host(value) => value,
+            Source::Authority(authority) => authority.as_bytes(),
+            Source::Checked(_) | Source::Nothing => &[],
+        };
         let forwarded = headers.get_all(FORWARDED).iter().map(HeaderValue::as_bytes);
         let mut cache = self
             .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.shared.policy.refresh(&mut cache.policy);
+        // The common case: a connection keeps talking to one service, named the same way.
+        let last = cache
+            .route
+            .clone()
+            .filter(|route| !named_by.is_empty() && *route.named_by == *named_by);
+        let source = match &last {
+            Some(route) => Source::Checked(Ok(route.balancer.target())),
+            None => source,
+        };
         let snapshot = route::Snapshot {
             gateway: &self.shared.identity,
             suffixes: &self.shared.suffixes,
             policy: &cache.policy,
         };
         let decided = route::decide(&self.peer, source, forwarded, &snapshot);
+        drop(cache);
         let decision = decided_or_counted(
             &self.shared,
             policy::Session::Http,
@@ -292,16 +311,19 @@ impl Session {
             &self.peer_label,
             decided,
         )?;
-        let route = match &cache.route {
-            Some(route) if route.balancer.target().authority() == decision.target.authority() => {
-                route.clone()
-            }
-            _ => {
+        let route = match last {
+            Some(route) => route,
+            None => {
                 let route = Arc::new(Route::new(
                     &decision.target,
+                    named_by,
                     &self.shared,
                     self.peer.as_str(),
                 )?);
+                let mut cache = self
+                    .cache
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 cache.route = Some(route.clone());
                 route
             }

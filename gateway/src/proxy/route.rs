@@ -15,9 +15,10 @@ use crate::target::{self, Suffixes, Target};
 /// What names the target of a session or request.
 #[derive(Clone, Copy, Debug)]
 pub enum Source<'a> {
-    /// A transport header's target, parsed when the header was read (an error when the header
-    /// named none or a refused one): the same for every request of the session.
-    Header(Result<&'a Target, &'a target::Error>),
+    /// A target parsed and checked before (an error when it was refused): a transport
+    /// header's, once for the whole session, or the one the session's previous request named
+    /// with the same text.
+    Checked(Result<&'a Target, &'a target::Error>),
     /// The `l5d-dst-override` header's value.
     Override(&'a [u8]),
     /// The request URI's authority (HTTP/2 `:authority`, HTTP/1 absolute form).
@@ -110,8 +111,8 @@ pub fn target(source: Source<'_>, suffixes: &Suffixes) -> Result<Target, Error> 
         std::str::from_utf8(bytes).map_err(|_| Error::TargetNotText)
     }
     Ok(match source {
-        Source::Header(Ok(target)) => target.clone(),
-        Source::Header(Err(e)) => return Err(Error::Target(e.clone())),
+        Source::Checked(Ok(target)) => target.clone(),
+        Source::Checked(Err(e)) => return Err(Error::Target(e.clone())),
         Source::Override(value) => Target::parse(text(value)?, suffixes)?,
         Source::Authority(authority) => Target::parse(authority, suffixes)?,
         Source::Host(value) => Target::parse(text(value)?, suffixes)?,

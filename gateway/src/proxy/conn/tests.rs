@@ -266,3 +266,35 @@ async fn a_caller_that_resets_mid_request_is_a_normal_end() {
         "{scrape}"
     );
 }
+
+#[tokio::test]
+async fn requests_naming_different_targets_on_one_connection_each_reach_their_own() {
+    let world = World::new(Policy::default());
+    let (tls, task) = world
+        .connect(&world.ca, CALLER, &[tls_config::ALPN_HTTP1])
+        .await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls.unwrap()))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for name in [
+        "a.ns.svc.cluster.local",
+        "a.ns.svc.cluster.local",
+        "b.ns.svc.cluster.local",
+        "a.ns.svc.cluster.local",
+    ] {
+        let req = ::http::Request::get("/")
+            .header("host", name)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = send.send_request(req).await.unwrap();
+        let reason = response.headers()["l5d-proxy-error"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(reason.contains(name), "{name}: {reason}");
+        let _ = response.into_body().collect().await;
+    }
+    drop(send);
+    task.await.unwrap();
+}

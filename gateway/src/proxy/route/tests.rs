@@ -90,7 +90,7 @@ fn decide_reads_each_target_source() {
     let world = World::new("");
     let header = Target::parse("a.ns.svc.cluster.local:1", &world.suffixes).unwrap();
     let cases = [
-        (Source::Header(Ok(&header)), "a.ns.svc.cluster.local:1"),
+        (Source::Checked(Ok(&header)), "a.ns.svc.cluster.local:1"),
         (
             Source::Override(b"B.ns.svc.cluster.local.:2"),
             "b.ns.svc.cluster.local:2",
@@ -122,7 +122,7 @@ fn decide_reads_each_target_source() {
     );
     let refused = target::Error::NotAllowed;
     assert_eq!(
-        world.decide(CALLER, Source::Header(Err(&refused)), &[]),
+        world.decide(CALLER, Source::Checked(Err(&refused)), &[]),
         Err(Error::Target(target::Error::NotAllowed))
     );
 }
