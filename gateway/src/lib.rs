@@ -23,6 +23,7 @@
 //! - `config`: every key declared once; loading, validation, reference.
 //! - `target`, `socket`: the target name and allowlist; listening sockets.
 //! - `cli`: operator tools (certs, check, demo, manifests, reference) and the mesh client.
+//! - `testing` (feature `testing`): what the test crates share.
 
 #![forbid(unsafe_code)]
 
@@ -34,4 +35,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod socket;
 pub mod target;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod upstream;

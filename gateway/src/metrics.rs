@@ -249,6 +249,7 @@ impl Metrics {
         );
         for result in ["ok", "error"] {
             let _ = identity.refreshes.get_or_create(&ResultLabels { result });
+            let _ = policy_reloads.get_or_create(&ResultLabels { result });
         }
         process::register(r);
         let clock = Arc::new(CoarseClock::new());

@@ -27,12 +27,13 @@ use bytes::Bytes;
 use gateway::cli::client::{self, MtlsClient};
 use gateway::cli::demo::{self, DemoPki};
 use gateway::proxy::transport_header::{SessionProtocol, TransportHeader};
+use gateway::testing::eventually;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use identity::tls_config::{ALPN_H2, ALPN_HTTP1, ALPN_TRANSPORT_HEADER};
-use support::{checks, eventually};
+use support::checks;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -471,19 +472,19 @@ async fn sigterm_drains_under_load_without_failing_an_accepted_request() {
     assert!(rest.is_empty());
 
     // The process exits by itself once the last connection is done.
-    let mut exit = None;
-    for _ in 0..300 {
-        if let Some(status) = gw.child.try_wait().unwrap() {
-            exit = Some(status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let exited = eventually(Duration::from_secs(30), || {
+        let exited = matches!(gw.child.try_wait(), Ok(Some(_)));
+        async move { exited }
+    })
+    .await;
     let log = gw.log.lock().unwrap().join("\n");
-    let exit = exit.unwrap_or_else(|| {
-        let _ = gw.child.kill();
-        panic!("the gateway did not exit within 30 s of its last connection:\n{log}")
-    });
+    let exit = match gw.child.try_wait().unwrap() {
+        Some(exit) if exited => exit,
+        _ => {
+            let _ = gw.child.kill();
+            panic!("the gateway did not exit within 30 s of its last connection:\n{log}")
+        }
+    };
     assert!(exit.success(), "exit {exit:?}:\n{log}");
     assert!(!log.contains("grace period over"), "{log}");
 

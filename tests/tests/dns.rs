@@ -141,7 +141,7 @@ async fn answers_are_cached_for_their_ttl_then_refreshed_in_the_background() {
     // requests keep being answered.
     zone.set(name, &[Ipv4Addr::new(127, 0, 0, 12)], 60);
     assert!(
-        eventually_for(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), || async {
             let answer = send_h1(&client, routed_get(&target)).await;
             assert_eq!(answer.status, 200);
             String::from_utf8_lossy(&answer.body).starts_with("second")

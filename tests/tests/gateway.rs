@@ -105,7 +105,12 @@ async fn caller_supplied_client_id_is_overwritten() {
 async fn caller_without_certificate_is_refused_and_counted() {
     let h = Harness::start(|_| {}).await;
     assert_refused(&h.client_with(None, H1)).await;
-    assert!(eventually(|| async { h.gateway.metrics.refused_count("no_client_cert") == 1 }).await);
+    assert!(
+        eventually(SOON, || async {
+            h.gateway.metrics.refused_count("no_client_cert") == 1
+        })
+        .await
+    );
     assert_eq!(h.backend.connections(), 0);
 }
 
@@ -115,7 +120,12 @@ async fn caller_of_another_trust_anchor_is_refused() {
     let other = TestCa::new("other.mesh");
     let creds = other.leaf(CLIENT_ID).credentials(&other.anchors()).unwrap();
     assert_refused(&h.client_with(Some(&creds), H1)).await;
-    assert!(eventually(|| async { h.gateway.metrics.refused_count("unknown_ca") == 1 }).await);
+    assert!(
+        eventually(SOON, || async {
+            h.gateway.metrics.refused_count("unknown_ca") == 1
+        })
+        .await
+    );
     assert_eq!(
         h.metric("gateway_handshakes_refused_total{reason=\"unknown_ca\"}")
             .await,
@@ -134,7 +144,10 @@ async fn expired_and_not_yet_valid_callers_are_refused() {
         let config = raw_client(&h.anchors, &leaf);
         assert_refused_raw(config, h.gateway.data_addr).await;
         assert!(
-            eventually(|| async { h.gateway.metrics.refused_count(reason) == 1 }).await,
+            eventually(SOON, || async {
+                h.gateway.metrics.refused_count(reason) == 1
+            })
+            .await,
             "{reason} not counted"
         );
     }
@@ -377,7 +390,12 @@ async fn silent_connection_is_closed_at_the_detect_timeout() {
         matches!(read, Ok(Ok(0)) | Ok(Err(_))),
         "the gateway closes a silent connection"
     );
-    assert!(eventually(|| async { h.gateway.metrics.refused_count("timeout") == 1 }).await);
+    assert!(
+        eventually(SOON, || async {
+            h.gateway.metrics.refused_count("timeout") == 1
+        })
+        .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,7 +417,12 @@ async fn plaintext_http_on_the_data_port_is_refused_as_not_tls() {
         !buf.starts_with(b"HTTP/"),
         "no HTTP answer on the mTLS port"
     );
-    assert!(eventually(|| async { h.gateway.metrics.refused_count("not_tls") == 1 }).await);
+    assert!(
+        eventually(SOON, || async {
+            h.gateway.metrics.refused_count("not_tls") == 1
+        })
+        .await
+    );
 }
 
 /// A client config presenting `leaf` without validating it first.

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{CLIENT_ID, H1, Harness, SERVICE, eventually, routed_get};
+use support::{CLIENT_ID, H1, Harness, SERVICE, SOON, eventually, routed_get};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -62,8 +62,8 @@ async fn garbage_and_stalled_client_hellos_are_closed_and_counted() {
 
     let m = &h.gateway.metrics;
     // Garbage and the corrupt record are both "not TLS"; the stalled hello a timeout.
-    assert!(eventually(|| async { m.refused_count("not_tls") == 2 }).await);
-    assert!(eventually(|| async { m.refused_count("timeout") == 1 }).await);
+    assert!(eventually(SOON, || async { m.refused_count("not_tls") == 2 }).await);
+    assert!(eventually(SOON, || async { m.refused_count("timeout") == 1 }).await);
     // And the gateway serves a real caller.
     let mut send = h.client(CLIENT_ID, H1).http1().await.unwrap();
     assert_eq!(status(&mut send).await, 200);
@@ -92,13 +92,13 @@ async fn connections_over_max_connections_are_refused_counted_and_recover() {
     let mut tcp = TcpStream::connect(h.gateway.data_addr).await.unwrap();
     assert!(closed_by_gateway(&mut tcp).await);
     let m = &h.gateway.metrics;
-    assert!(eventually(|| async { m.refused_count("max_connections") == 1 }).await);
+    assert!(eventually(SOON, || async { m.refused_count("max_connections") == 1 }).await);
     // Open connections are unaffected.
     assert_eq!(status(&mut first).await, 200);
 
     // Closing one frees its slot.
     drop(second);
-    let recovered = eventually(|| {
+    let recovered = eventually(SOON, || {
         let client = client.clone();
         async move {
             match client.http1().await {

@@ -22,7 +22,7 @@ use http_body_util::{Full, StreamBody};
 use hyper::body::Frame as BodyFrame;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{CLIENT_ID, H2, Harness, eventually_for, stalls};
+use support::{CLIENT_ID, H2, Harness, eventually, stalls};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -351,7 +351,7 @@ async fn a_zero_window_caller_does_not_make_the_gateway_buffer_the_response() {
         .await
         .unwrap();
     assert!(
-        eventually_for(Duration::from_secs(10), || {
+        eventually(Duration::from_secs(10), || {
             let started = victim.sent.load(Ordering::Relaxed) > 0;
             async move { started }
         })

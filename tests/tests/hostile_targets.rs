@@ -194,7 +194,7 @@ async fn hostile_transport_header_names_are_refused_unresolved() {
     let m = &h.gateway.metrics;
     assert!(refused_headers > 0 && opaque_sessions == names.len());
     assert!(
-        support::eventually(|| async {
+        support::eventually(support::SOON, || async {
             m.refused_count("bad_transport_header") == 2 * refused_headers
         })
         .await,

@@ -18,7 +18,7 @@ use gateway::config::Config;
 use identity::issue::{Issued, Validity};
 use identity::testing::{IdentityServer, TestCa};
 use identity::{Credentials, TrustAnchors};
-use support::{GATEWAY_ID, H1, SERVICE, admin_get, assert_refused, eventually, routed_get};
+use support::{GATEWAY_ID, H1, SERVICE, SOON, admin_get, assert_refused, eventually, routed_get};
 
 const CLIENT: &str = "web.east.serviceaccount.identity.linkerd.cluster.local";
 
@@ -114,12 +114,8 @@ async fn answered(client: &MtlsClient) -> bool {
 }
 
 async fn refreshes(gw: &Gateway, result: &str) -> u64 {
-    let (_, text) = admin_get(gw.bound.admin_addr, "/metrics").await;
     let prefix = format!("control_identity_cert_refreshes_total{{result=\"{result}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    support::metric(gw.bound.admin_addr, &prefix).await
 }
 
 fn bundle(cas: &[&TestCa]) -> String {
@@ -163,7 +159,7 @@ async fn leaf_rotates_under_live_traffic_without_a_failed_request() {
     dir.publish(&next, &ca.anchors_pem());
     let new_serial = next.chain[0].to_vec();
     assert!(
-        eventually(|| async { served_leaf(&client).await == new_serial }).await,
+        eventually(SOON, || async { served_leaf(&client).await == new_serial }).await,
         "new handshakes never saw the new leaf"
     );
     stop.store(true, Ordering::Relaxed);
@@ -193,7 +189,7 @@ async fn trust_anchor_rotation_adds_a_root_then_drops_the_old_one() {
     // Step 1: old root + new root.
     dir.publish(&old.leaf(GATEWAY_ID), &bundle(&[&old, &new]));
     assert!(
-        eventually(|| answered(&new_caller)).await,
+        eventually(SOON, || answered(&new_caller)).await,
         "new root never trusted"
     );
     assert!(answered(&old_caller).await);
@@ -201,7 +197,7 @@ async fn trust_anchor_rotation_adds_a_root_then_drops_the_old_one() {
     // Step 2: the gateway's leaf from the new issuer, and only the new root.
     dir.publish(&new.leaf(GATEWAY_ID), &new.anchors_pem());
     assert!(
-        eventually(|| async { !answered(&old_caller).await }).await,
+        eventually(SOON, || async { !answered(&old_caller).await }).await,
         "old root still trusted"
     );
     assert_refused(&old_caller).await;
@@ -226,7 +222,7 @@ async fn a_bad_key_or_a_corrupt_certificate_is_refused_and_the_old_leaf_keeps_se
     let serial = first.chain[0].to_vec();
 
     dir.overwrite("tls.key", &ca.leaf(GATEWAY_ID).key_pem);
-    assert!(eventually(|| async { refreshes(&gw, "error").await == 1 }).await);
+    assert!(eventually(SOON, || async { refreshes(&gw, "error").await == 1 }).await);
     assert_eq!(served_leaf(&caller).await, serial);
     assert!(answered(&caller).await);
 
@@ -234,7 +230,7 @@ async fn a_bad_key_or_a_corrupt_certificate_is_refused_and_the_old_leaf_keeps_se
         "tls.crt",
         "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
     );
-    assert!(eventually(|| async { refreshes(&gw, "error").await == 2 }).await);
+    assert!(eventually(SOON, || async { refreshes(&gw, "error").await == 2 }).await);
     assert_eq!(served_leaf(&caller).await, serial);
     assert!(answered(&caller).await);
     assert_eq!(refreshes(&gw, "ok").await, 1, "nothing was swapped in");
@@ -271,7 +267,7 @@ async fn explicit_cert_and_key_files_replaced_by_rename_are_reloaded() {
         std::fs::rename(&tmp, path).unwrap();
     }
     let serial = next.chain[0].to_vec();
-    assert!(eventually(|| async { served_leaf(&caller).await == serial }).await);
+    assert!(eventually(SOON, || async { served_leaf(&caller).await == serial }).await);
 }
 
 #[tokio::test]
@@ -290,7 +286,7 @@ async fn ready_turns_503_when_the_leaf_expires() {
     let gw = start_from_dir(&dir.root).await;
     assert_eq!(admin_get(gw.bound.admin_addr, "/ready").await.0, 200);
     assert!(
-        eventually(|| async {
+        eventually(SOON, || async {
             let (status, body) = admin_get(gw.bound.admin_addr, "/ready").await;
             status == 503 && body.contains("certificate expired")
         })
@@ -299,7 +295,12 @@ async fn ready_turns_503_when_the_leaf_expires() {
     );
     // A valid leaf brings it back without a restart.
     dir.publish(&ca.leaf(GATEWAY_ID), &ca.anchors_pem());
-    assert!(eventually(|| async { admin_get(gw.bound.admin_addr, "/ready").await.0 == 200 }).await);
+    assert!(
+        eventually(SOON, || async {
+            admin_get(gw.bound.admin_addr, "/ready").await.0 == 200
+        })
+        .await
+    );
 }
 
 #[tokio::test]
@@ -330,17 +331,23 @@ async fn credentials_come_from_certify_and_are_renewed_after_an_error() {
     assert!(answered(&caller).await);
     server.fail_next(1);
     assert!(
-        eventually(|| async { gw.bound.metrics.identity.refresh_count("error") == 1 }).await,
+        eventually(SOON, || async {
+            gw.bound.metrics.identity.refresh_count("error") == 1
+        })
+        .await,
         "the failed renewal was not counted"
     );
     assert!(
-        eventually(|| async { gw.bound.metrics.identity.refresh_count("ok") >= 2 }).await,
+        eventually(SOON, || async {
+            gw.bound.metrics.identity.refresh_count("ok") >= 2
+        })
+        .await,
         "no renewal after the error"
     );
     let issued = server.issued();
     assert!(issued.len() >= 2);
     assert!(
-        eventually(|| async {
+        eventually(SOON, || async {
             issued.contains(&served_leaf(&caller).await) && served_leaf(&caller).await != issued[0]
         })
         .await,

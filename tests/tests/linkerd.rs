@@ -164,8 +164,9 @@ async fn opaque_session_to_a_bad_domain_is_closed_and_counted() {
     let read = stream.read_to_end(&mut buf).await;
     assert!(read.is_err() || buf.is_empty(), "nothing comes back");
     assert!(
-        eventually(|| async {
-            h.metric("inbound_tcp_errors_total{error=\"gateway domain invalid\"}")
+        // Counted as the session ends; the label set appears with the count.
+        eventually(SOON, || async {
+            h.metric_or_zero("inbound_tcp_errors_total{error=\"gateway domain invalid\"}")
                 .await
                 == 1
         })
@@ -263,7 +264,10 @@ async fn transport_alpn_without_a_header_is_closed_and_counted() {
         String::from_utf8_lossy(&buf)
     );
     assert!(
-        eventually(|| async { h.gateway.metrics.refused_count("bad_transport_header") == 1 }).await
+        eventually(SOON, || async {
+            h.gateway.metrics.refused_count("bad_transport_header") == 1
+        })
+        .await
     );
     assert_eq!(h.metric("inbound_tcp_errors_total{error=\"i/o\"}").await, 1);
 }
@@ -315,7 +319,7 @@ async fn transport_header_metric_lines_match_linkerd() {
                 "inbound_tcp_transport_header_connections_total{{session_protocol=\"{label}\",target_port=\"8080\",target_name=\"{}\",client_id=\"test.client\"}} 1",
                 name.unwrap_or_default()
             );
-            let seen = eventually(|| async {
+            let seen = eventually(SOON, || async {
                 let (_, text) = h.admin_get("/metrics").await;
                 text.lines().any(|l| l == line)
             })

@@ -116,7 +116,10 @@ async fn the_policy_file_is_reloaded_and_a_bad_one_is_refused() {
 
     replace(&path, ALLOW_EAST);
     assert!(
-        eventually(|| async { send_h1(&caller, routed_get(SERVICE)).await.status == 200 }).await,
+        eventually(SOON, || async {
+            send_h1(&caller, routed_get(SERVICE)).await.status == 200
+        })
+        .await,
         "the new policy was never applied"
     );
     assert_eq!(
@@ -127,7 +130,7 @@ async fn the_policy_file_is_reloaded_and_a_bad_one_is_refused() {
 
     replace(&path, "default: maybe\nrules: [{name: x}]\n");
     assert!(
-        eventually(|| async {
+        eventually(SOON, || async {
             h.metric("gateway_policy_reloads_total{result=\"error\"}")
                 .await
                 == 1
@@ -185,7 +188,8 @@ async fn opaque_sessions_are_checked_at_connect_time() {
     let deny = format!(
         "inbound_tcp_authz_deny_total{{srv_kind=\"default\",srv_name=\"deny\",tls=\"true\",client_id=\"{OTHER_ID}\",authority=\"{ECHO}:7777\",mode=\"enforce\"}}"
     );
-    assert!(eventually(|| async { h.metric(&deny).await == 1 }).await);
+    // Counted as the session ends; the label set appears with the count.
+    assert!(eventually(SOON, || async { h.metric_or_zero(&deny).await == 1 }).await);
     assert_eq!(
         echo.connections(),
         1,

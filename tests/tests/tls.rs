@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use identity::issue::Validity;
 use rustls::HandshakeKind;
-use support::{CLIENT_ID, H1, Harness, SERVICE, collect, eventually, routed_get, send_h1};
+use support::{CLIENT_ID, H1, Harness, SERVICE, SOON, collect, eventually, routed_get, send_h1};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returning_caller_resumes_its_session_with_its_identity() {
@@ -58,5 +58,5 @@ async fn a_resumed_session_of_an_expired_certificate_is_refused() {
         "an expired caller is not served through its old session"
     );
     let m = &h.gateway.metrics;
-    assert!(eventually(|| async { m.refused_count("expired") == 1 }).await);
+    assert!(eventually(SOON, || async { m.refused_count("expired") == 1 }).await);
 }

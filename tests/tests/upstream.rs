@@ -243,7 +243,7 @@ async fn the_in_flight_limit_sheds_with_503_and_recovers() {
     let echoed = first.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&echoed[..], b"done");
     assert!(
-        eventually(|| async {
+        eventually(SOON, || async {
             send_h1(&h.client(CLIENT_ID, H1), get_with("x-n", "3"))
                 .await
                 .status
@@ -381,5 +381,10 @@ async fn idle_upstream_connections_close_after_the_pool_idle_timeout_without_new
             .await
             .unwrap_or_else(|_| panic!("the {which} idle upstream connection was not closed"));
     }
-    assert!(eventually(|| async { h.metric("outbound_pool_idle_connections{").await == 0 }).await);
+    assert!(
+        eventually(SOON, || async {
+            h.metric("outbound_pool_idle_connections{").await == 0
+        })
+        .await
+    );
 }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use support::{CLIENT_ID, H1, H2, Harness, SERVICE, eventually, eventually_for, routed_get};
+use support::{CLIENT_ID, H1, H2, Harness, SERVICE, SOON, eventually, routed_get};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -179,12 +179,12 @@ async fn each_upstream_fault_gets_its_status_and_the_gateway_stays_healthy() {
     assert_eq!(h.admin_get("/ready").await.0, 200);
     // Every caller connection is gone again: nothing leaked in the gateway.
     assert!(
-        eventually_for(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), || async {
             open_downstream(&h).await == 0
         })
         .await,
         "open downstream connections: {}",
         open_downstream(&h).await
     );
-    assert!(eventually(|| async { h.admin_get("/ready").await.0 == 200 }).await);
+    assert!(eventually(SOON, || async { h.admin_get("/ready").await.0 == 200 }).await);
 }

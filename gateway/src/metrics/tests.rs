@@ -28,6 +28,7 @@ fn families_have_linkerd_names() {
         "tcp_open_connections{",
         "tcp_read_bytes_total{",
         "gateway_handshakes_refused_total{reason=\"unknown_ca\"} 0",
+        "gateway_policy_reloads_total{result=\"error\"} 0",
         "# EOF",
     ] {
         assert!(text.contains(needle), "missing {needle}:\n{text}");

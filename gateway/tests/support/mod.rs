@@ -3,7 +3,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::process::Command;
-use std::time::Duration;
 
 /// Removes the caller's `MESHGATE_*` and `LINKERD2_PROXY_*` variables from `cmd`: the test's own
 /// environment must not configure the gateway under test.
@@ -14,23 +13,6 @@ pub fn without_gateway_env(cmd: &mut Command) -> &mut Command {
         }
     }
     cmd
-}
-
-/// Polls `check` every 20 ms until it is true, for at most `limit` (tests never sleep to
-/// synchronise).
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 /// The exit status and JSON report of a finished `meshgate check --output json`.

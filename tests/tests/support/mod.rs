@@ -11,6 +11,9 @@ use gateway::cli::client::{Http1Sender, Http2Sender, MtlsClient, http1_on, http2
 use gateway::cli::demo::Backend;
 use gateway::config::Config;
 use gateway::proxy::transport_header::TransportHeader;
+// The one polling helper, shared with the binary's tests; not every test file uses both.
+#[allow(unused_imports)]
+pub use gateway::testing::{SOON, eventually};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -95,15 +98,50 @@ impl Harness {
         admin_get(self.gateway.admin_addr, path).await
     }
 
-    /// The value of one sample line of `/metrics`, or 0 when absent.
+    /// The value of the first `/metrics` sample starting with `prefix`; see [`metric`].
     pub async fn metric(&self, prefix: &str) -> u64 {
-        let (_, text) = self.admin_get("/metrics").await;
-        text.lines()
-            .find(|line| line.starts_with(prefix))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(0, |v| v as u64)
+        metric(self.gateway.admin_addr, prefix).await
     }
+
+    /// As [`Harness::metric`], 0 while no sample starts with `prefix`; see [`metric_or_zero`].
+    pub async fn metric_or_zero(&self, prefix: &str) -> u64 {
+        metric_or_zero(self.gateway.admin_addr, prefix).await
+    }
+}
+
+/// The value of the first sample of `addr`'s `/metrics` that starts with `prefix`.
+///
+/// # Panics
+/// When no sample does (a misspelt name or label fails here, not as a wrong 0), naming
+/// `prefix` and showing the scrape.
+pub async fn metric(addr: SocketAddr, prefix: &str) -> u64 {
+    let text = scrape(addr).await;
+    sample(&text, prefix).unwrap_or_else(|| panic!("no sample {prefix} in /metrics:\n{text}"))
+}
+
+/// As [`metric`], but 0 while no sample starts with `prefix`: only for a label set that its
+/// first increment creates, while waiting for that increment.
+pub async fn metric_or_zero(addr: SocketAddr, prefix: &str) -> u64 {
+    sample(&scrape(addr).await, prefix).unwrap_or(0)
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let (status, text) = admin_get(addr, "/metrics").await;
+    assert_eq!(status, StatusCode::OK, "/metrics: {text}");
+    text
+}
+
+/// The value of the first line of `text` starting with `prefix`.
+///
+/// # Panics
+/// When that line's value is not a number.
+fn sample(text: &str, prefix: &str) -> Option<u64> {
+    let line = text.lines().find(|line| line.starts_with(prefix))?;
+    let value = line.rsplit(' ').next().unwrap_or_default();
+    let value: f64 = value
+        .parse()
+        .unwrap_or_else(|_| panic!("sample {line:?} has no numeric value"));
+    Some(value as u64)
 }
 
 /// `GET path` on `addr`, plaintext HTTP/1.1.
@@ -196,7 +234,7 @@ pub fn routed_get(target: &str) -> Request<Full<Bytes>> {
 /// within 20 s: the flow control of a caller that does not read has reached the backend.
 pub async fn stalls(counter: &std::sync::atomic::AtomicU64) -> bool {
     let mut last = u64::MAX;
-    eventually_for(std::time::Duration::from_secs(20), || {
+    eventually(std::time::Duration::from_secs(20), || {
         let now = counter.load(std::sync::atomic::Ordering::Relaxed);
         let same = now == last;
         last = now;
@@ -206,31 +244,6 @@ pub async fn stalls(counter: &std::sync::atomic::AtomicU64) -> bool {
         }
     })
     .await
-}
-
-/// Polls `f` until it is true, for at most ~5 s (tests never sleep to synchronise).
-pub async fn eventually<F, Fut>(f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    eventually_for(std::time::Duration::from_secs(5), f).await
-}
-
-/// Polls `f` every 10 ms until it is true, for at most `limit`.
-pub async fn eventually_for<F, Fut>(limit: std::time::Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    false
 }
 
 /// A header session speaking HTTP/1.1 (the client must offer `transport.l5d.io/v1`).

@@ -80,7 +80,11 @@ async fn the_file_as_loaded_is_not_reloaded() {
     ));
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(denies_by_default(&current));
-    assert!(!metrics.encode().contains("gateway_policy_reloads_total{"));
+    let text = metrics.encode();
+    for result in ["ok", "error"] {
+        let zero = format!("gateway_policy_reloads_total{{result=\"{result}\"}} 0\n");
+        assert!(text.contains(&zero), "{text}");
+    }
     watcher.abort();
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
