@@ -68,12 +68,34 @@ impl Credentials {
         key_pem: &[u8],
         anchors: &TrustAnchors,
     ) -> Result<Self, Error> {
+        Self::from_pem_at(
+            cert_what,
+            chain_pem,
+            key_what,
+            key_pem,
+            anchors,
+            SystemTime::now(),
+        )
+    }
+
+    /// As [`Credentials::from_pem`], validated at time `now`.
+    ///
+    /// # Errors
+    /// As [`Credentials::load`].
+    pub fn from_pem_at(
+        cert_what: &str,
+        chain_pem: &[u8],
+        key_what: &str,
+        key_pem: &[u8],
+        anchors: &TrustAnchors,
+        now: SystemTime,
+    ) -> Result<Self, Error> {
         let chain = crate::pem::read_pem(cert_what, chain_pem)?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| Error::Parse {
             what: key_what.to_owned(),
             reason: format!("no usable private key: {e}"),
         })?;
-        Self::new(chain, key, anchors, SystemTime::now())
+        Self::new(chain, key, anchors, now)
     }
 
     /// Validates DER material at time `now`.

@@ -90,7 +90,7 @@ impl FileSource {
         }
     }
 
-    fn validate(&self, snapshot: &Snapshot) -> Result<Material, Error> {
+    fn validate(&self, snapshot: &Snapshot, now: SystemTime) -> Result<Material, Error> {
         let unreadable = |e: &String| Error::Parse {
             what: "credentials".to_owned(),
             reason: e.clone(),
@@ -99,12 +99,13 @@ impl FileSource {
         let anchors = TrustAnchors::from_pem(&self.anchors.what(), anchors_pem)?;
         let cert = snapshot.cert.as_ref().map_err(unreadable)?;
         let key = snapshot.key.as_ref().map_err(unreadable)?;
-        let credentials = Credentials::from_pem(
+        let credentials = Credentials::from_pem_at(
             &self.cert.display().to_string(),
             cert,
             &self.key.display().to_string(),
             key,
             &anchors,
+            now,
         )?;
         Ok(Material {
             anchors,
@@ -118,7 +119,7 @@ impl FileSource {
     /// Unreadable files, bad PEM, a key that does not match, a chain that does not verify to
     /// the anchors, expiry.
     pub fn load(&self) -> Result<Material, Error> {
-        self.validate(&self.read())
+        self.validate(&self.read(), SystemTime::now())
     }
 
     /// Loads the files and returns a [`Watcher`] that reports changes from exactly what was
@@ -127,8 +128,17 @@ impl FileSource {
     /// # Errors
     /// As [`FileSource::load`].
     pub fn load_and_watch(self) -> Result<(Material, Watcher), Error> {
+        self.load_and_watch_at(SystemTime::now())
+    }
+
+    /// As [`FileSource::load_and_watch`], validating the files as of `now` (a gateway started
+    /// then: tests of credentials that have expired since). Changes are validated when seen.
+    ///
+    /// # Errors
+    /// As [`FileSource::load`], at `now`.
+    pub fn load_and_watch_at(self, now: SystemTime) -> Result<(Material, Watcher), Error> {
         let snapshot = self.read();
-        let material = self.validate(&snapshot)?;
+        let material = self.validate(&snapshot, now)?;
         let watcher = Watcher {
             identity: material.credentials.identity().clone(),
             source: self,
@@ -196,20 +206,23 @@ impl Watcher {
     /// validated result.
     pub fn poll(&mut self) -> Option<Change> {
         let now = self.reads.observe(self.source.read())?;
-        let result = self.source.validate(now).and_then(|material| {
-            let named = material.credentials.identity();
-            if named == &self.identity {
-                Ok(material)
-            } else {
-                Err(Error::Parse {
-                    what: self.source.cert.display().to_string(),
-                    reason: format!(
-                        "the new certificate names {named}, but this gateway is {}",
-                        self.identity
-                    ),
-                })
-            }
-        });
+        let result = self
+            .source
+            .validate(now, SystemTime::now())
+            .and_then(|material| {
+                let named = material.credentials.identity();
+                if named == &self.identity {
+                    Ok(material)
+                } else {
+                    Err(Error::Parse {
+                        what: self.source.cert.display().to_string(),
+                        reason: format!(
+                            "the new certificate names {named}, but this gateway is {}",
+                            self.identity
+                        ),
+                    })
+                }
+            });
         Some(match result {
             Ok(material) => Change::Updated(Box::new(material)),
             Err(e) => Change::Refused(e),
@@ -331,6 +344,40 @@ mod tests {
             "the same bad content is not reported again"
         );
         dir.write("tls.crt", "-----BEGIN CERTIFICATE-----\ngarbage\n");
+        watcher.poll();
+        assert!(matches!(watcher.poll(), Some(Change::Refused(_))));
+    }
+
+    #[test]
+    fn files_loaded_as_of_an_earlier_time_are_watched_and_changes_checked_now() {
+        let dir = Dir::new("at");
+        let ca = TestCa::new("source.mesh");
+        let now = SystemTime::now();
+        let expired = ca.leaf_with(
+            ID,
+            crate::issue::Validity {
+                not_before: now - std::time::Duration::from_secs(15),
+                not_after: now - std::time::Duration::from_secs(5),
+            },
+        );
+        dir.write("tls.crt", &expired.chain_pem);
+        dir.write("tls.key", &expired.key_pem);
+        dir.write("ca.crt", &ca.anchors_pem());
+        assert!(dir.source().load_and_watch().is_err(), "expired now");
+        let then = now - std::time::Duration::from_secs(10);
+        let (material, mut watcher) = dir.source().load_and_watch_at(then).unwrap();
+        assert!(material.credentials.not_after() < now);
+        assert!(watcher.poll().is_none(), "what was loaded is the baseline");
+        // A change to another leaf that has expired too: validated as of now, so refused.
+        let other = ca.leaf_with(
+            ID,
+            crate::issue::Validity {
+                not_before: now - std::time::Duration::from_secs(15),
+                not_after: now - std::time::Duration::from_secs(5),
+            },
+        );
+        dir.write("tls.crt", &other.chain_pem);
+        dir.write("tls.key", &other.key_pem);
         watcher.poll();
         assert!(matches!(watcher.poll(), Some(Change::Refused(_))));
     }
