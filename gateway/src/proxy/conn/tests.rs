@@ -87,6 +87,23 @@ impl World {
         (tls, task)
     }
 
+    /// A trusted caller's HTTP/1.1 connection.
+    async fn http1(
+        &self,
+    ) -> (
+        hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tls, task) = self
+            .connect(&self.ca, CALLER, &[tls_config::ALPN_HTTP1])
+            .await;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls.unwrap()))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        (send, task)
+    }
+
     fn tcp_errors(&self, error: &'static str) -> u64 {
         self.shared
             .metrics
@@ -214,13 +231,7 @@ async fn an_opaque_session_denied_by_policy_is_closed_and_counted_as_a_denial() 
 #[tokio::test]
 async fn a_name_with_no_endpoints_gets_503_and_the_connection_stays_usable() {
     let world = World::new(Policy::default());
-    let (tls, task) = world
-        .connect(&world.ca, CALLER, &[tls_config::ALPN_HTTP1])
-        .await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls.unwrap()))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (mut send, task) = world.http1().await;
     for _ in 0..2 {
         let req = ::http::Request::get("/")
             .header("host", "nobody.ns.svc.cluster.local:80")
@@ -270,13 +281,7 @@ async fn a_caller_that_resets_mid_request_is_a_normal_end() {
 #[tokio::test]
 async fn requests_naming_different_targets_on_one_connection_each_reach_their_own() {
     let world = World::new(Policy::default());
-    let (tls, task) = world
-        .connect(&world.ca, CALLER, &[tls_config::ALPN_HTTP1])
-        .await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls.unwrap()))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (mut send, task) = world.http1().await;
     for name in [
         "a.ns.svc.cluster.local",
         "a.ns.svc.cluster.local",
