@@ -1,7 +1,10 @@
 //! What the tests of the `meshgate` binary share.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod process;
+
+use std::path::PathBuf;
 use std::process::Command;
 
 /// Removes the caller's `MESHGATE_*` and `LINKERD2_PROXY_*` variables from `cmd`: the test's own
@@ -33,4 +36,33 @@ pub fn checks<'a>(report: &'a serde_json::Value, name: &str) -> Vec<&'a serde_js
         .as_array()
         .map(|all| all.iter().filter(|c| c["check"] == name).collect())
         .unwrap_or_default()
+}
+
+/// The `meshgate` binary, without the caller's gateway environment.
+pub fn meshgate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshgate"));
+    without_gateway_env(&mut cmd);
+    cmd
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshgate-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Asserts that `text` contains every needle.
+pub fn assert_mentions(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
+/// A mounted-secret style directory: `tls.crt` and `tls.key` of `leaf`, `ca.crt` = `anchors_pem`.
+pub fn identity_dir(name: &str, leaf: &identity::issue::Issued, anchors_pem: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    std::fs::write(dir.join("tls.crt"), &leaf.chain_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &leaf.key_pem).unwrap();
+    std::fs::write(dir.join("ca.crt"), anchors_pem).unwrap();
+    dir
 }
