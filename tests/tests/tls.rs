@@ -10,16 +10,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use gateway::cli::client::MtlsClient;
+use gateway::config::Config;
 use gateway::control::credentials::DATA_ALPN;
-use gateway::proxy::error::Error;
+use gateway::control::policy;
+use gateway::metrics::Metrics;
+use gateway::proxy::context::{Discovery, Handles, Shared};
+use gateway::testing::eventually;
 use identity::issue::Validity;
 use identity::testing::TestCa;
-use identity::{Credentials, Refusal, tls_config};
+use identity::{Credentials, tls_config};
 use rustls::HandshakeKind;
 use rustls::pki_types::UnixTime;
 use rustls::time_provider::TimeProvider;
 use support::{CLIENT_ID, GATEWAY_ID, H1, Harness, SERVICE, collect, routed_get};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,50 +73,58 @@ async fn a_resumed_session_of_an_expired_certificate_is_refused() {
     )));
     let config = Arc::new(config);
 
-    // The gateway's handshake step, on a listener of our own.
+    // The gateway's connection task with that TLS config, on a listener of our own: the refusal
+    // is counted as the gateway counts it.
+    let (_tls_tx, tls_rx) = tokio::sync::watch::channel(config);
+    let (_drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let handles = Handles {
+        identity: GATEWAY_ID.parse().unwrap(),
+        tls: tls_rx,
+        metrics: Arc::new(Metrics::new()),
+        policy: Arc::new(policy::Current::new(policy::Policy::default())),
+        drain: drain_rx,
+    };
+    let shared = Arc::new(Shared::new(&Config::default(), handles, Discovery::StaticOnly).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let mut outcomes = Vec::new();
-        for _ in 0..2 {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            match gateway::proxy::tls::accept(tcp, config.clone(), deadline).await {
-                Ok(mut accepted) => {
-                    let kind = accepted.stream.get_ref().1.handshake_kind();
-                    // Application data after the session tickets: the caller has them once
-                    // it reads this.
-                    accepted.stream.write_all(b"ok").await.unwrap();
-                    accepted.stream.flush().await.unwrap();
-                    outcomes.push(Ok((kind, accepted.peer.to_string())));
-                }
-                Err(e) => outcomes.push(Err(e)),
+    let server = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let (tcp, remote) = listener.accept().await.unwrap();
+                tokio::spawn(gateway::proxy::conn::serve(
+                    shared.clone(),
+                    tcp,
+                    remote,
+                    None,
+                ));
             }
-        }
-        outcomes
-    });
+        })
+    };
     let client = MtlsClient::new(Some(&creds), &anchors, GATEWAY_ID, addr, H1).unwrap();
-    let mut first = client.connect().await.unwrap();
-    let mut ok = [0u8; 2];
-    first.read_exact(&mut ok).await.unwrap();
-    assert_eq!(&ok, b"ok");
-    drop(first);
+    let first = client.connect().await.unwrap();
+    assert_eq!(
+        first.get_ref().1.handshake_kind(),
+        Some(HandshakeKind::Full)
+    );
+    // A response (503: no endpoints) after the session tickets: the caller has them now.
+    let mut send = gateway::cli::client::http1_on(first).await.unwrap();
+    let answer = collect(send.send_request(routed_get(SERVICE)).await.unwrap()).await;
+    assert_eq!(
+        answer.status, 503,
+        "the session began while the leaf was valid"
+    );
+    drop(send);
     // The caller resumes; whatever its side of the handshake says, the server decides.
     let second = client.connect().await;
-    let outcomes = server.await.unwrap();
+    server.await.unwrap();
+    let m = shared.metrics.clone();
     assert!(
-        matches!(&outcomes[0], Ok((Some(HandshakeKind::Full), peer)) if peer == CLIENT_ID),
-        "the session began while the leaf was valid: {outcomes:?}"
-    );
-    assert!(
-        matches!(
-            &outcomes[1],
-            Err(Error::Handshake {
-                refusal: Refusal::Expired,
-                ..
-            })
-        ),
-        "a resumed session of an expired leaf: {outcomes:?}"
+        eventually(Duration::from_secs(10), || async {
+            m.refused_count("expired") == 1
+        })
+        .await,
+        "a resumed session of an expired leaf is refused and counted"
     );
     if let Ok(tls) = second {
         assert_eq!(
