@@ -102,7 +102,7 @@ impl Key {
 
     /// The environment variables that set it, first set wins: `MESHGATE_<KEY>`, then Linkerd's.
     pub fn env(&self) -> Vec<String> {
-        std::iter::once(format!("MESHGATE_{}", self.name.to_ascii_uppercase()))
+        std::iter::once(env_name(self.name))
             .chain(self.linkerd.iter().map(|v| (*v).to_owned()))
             .collect()
     }

@@ -95,15 +95,20 @@ pub enum Error {
 impl Error {
     /// An exchange failure described by `error` and its sources.
     pub fn exchange(error: &dyn std::error::Error) -> Self {
-        let mut text = error.to_string();
-        let mut source = error.source();
-        while let Some(inner) = source {
-            text.push_str(": ");
-            text.push_str(&inner.to_string());
-            source = inner.source();
-        }
-        Self::Exchange(text)
+        Self::Exchange(chain(error))
     }
+}
+
+/// An error and its sources, `: `-separated (hyper's errors say little without their sources).
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }
 
 /// Every target's balancer, built once.

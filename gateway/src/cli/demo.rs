@@ -212,7 +212,7 @@ async fn refused_step(intruder: &MtlsClient) -> anyhow::Result<bool> {
             send.send_request(req)
                 .await
                 .map(|r| r.status())
-                .map_err(|e| crate::upstream::Error::exchange(&e).to_string())
+                .map_err(|e| crate::upstream::chain(&e))
         }
     };
     match outcome {

@@ -86,6 +86,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let name = header.name.as_deref().unwrap_or_default();
+    let client_id = Label::from(peer.as_str());
     shared
         .metrics
         .transport_headers
@@ -93,7 +94,7 @@ where
             session_protocol: header.protocol.label(),
             target_port: header.port,
             target_name: Label::from(name),
-            client_id: Label::from(peer.as_str()),
+            client_id: client_id.clone(),
         })
         .inc();
     // A gateway has no local application: a header must name a target. Parsed once for the
@@ -119,7 +120,6 @@ where
                 std::iter::empty(),
                 &snapshot,
             );
-            let client_id = Label::from(peer.as_str());
             let decision = decided_or_counted(shared, Session::Tcp, peer, &client_id, decided)?;
             shared
                 .metrics

@@ -1,17 +1,6 @@
 //! The `Forwarded` header (RFC 7239) as Linkerd's gateway uses it: refuse a request that already
 //! passed this gateway (`by=<our identity>`), then append our own element.
 
-use http::HeaderMap;
-use http::header::FORWARDED;
-
-/// Whether any `Forwarded` header carries `by=<gateway>` in any of its elements.
-pub fn has_loop(headers: &HeaderMap, gateway: &str) -> bool {
-    headers
-        .get_all(FORWARDED)
-        .iter()
-        .any(|value| names_by(value.as_bytes(), gateway))
-}
-
 /// Whether one `Forwarded` header value has an element whose `by` parameter equals `gateway`
 /// (case-insensitive, quotes removed). Elements are split on `,`, parameters on `;`.
 pub fn names_by(value: &[u8], gateway: &str) -> bool {
@@ -45,7 +34,16 @@ fn trim(bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::header::FORWARDED;
+    use http::{HeaderMap, HeaderValue};
+
+    /// Whether any `Forwarded` header carries `by=<gateway>`, as `route::decide` checks them.
+    fn has_loop(headers: &HeaderMap, gateway: &str) -> bool {
+        headers
+            .get_all(FORWARDED)
+            .iter()
+            .any(|value| names_by(value.as_bytes(), gateway))
+    }
 
     const GW: &str = "gateway.id.test";
 

@@ -288,11 +288,15 @@ impl Session {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.shared.policy.refresh(&mut cache.policy);
-        // The common case: a connection keeps talking to one service, named the same way.
-        let last = cache
-            .route
-            .clone()
-            .filter(|route| !named_by.is_empty() && *route.named_by == *named_by);
+        // The common case: a connection keeps talking to one service (a header session always
+        // does), named the same way.
+        let last = cache.route.clone().filter(|route| match source {
+            Source::Checked(Ok(target)) => {
+                route.balancer.target().authority() == target.authority()
+            }
+            Source::Checked(Err(_)) | Source::Nothing => false,
+            _ => *route.named_by == *named_by,
+        });
         let source = match &last {
             Some(route) => Source::Checked(Ok(route.balancer.target())),
             None => source,

@@ -3,8 +3,6 @@
 //! Pure: no I/O, no metrics, no logs — HTTP requests and opaque sessions both call [`decide`],
 //! then [`super::conn`] / [`super::http`] count and log what it returned.
 
-use std::sync::Arc;
-
 use identity::IdentityName;
 
 use super::forwarded;
@@ -151,16 +149,6 @@ fn authorize(peer: &IdentityName, target: Target, policy: &Policy) -> Result<Dec
         allowed,
         audit_denied,
     })
-}
-
-impl Error {
-    /// The target refused by the policy, if that is what happened.
-    pub fn denied_target(&self) -> Option<&Arc<str>> {
-        match self {
-            Error::Unauthorized { target, .. } => Some(target.authority()),
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]

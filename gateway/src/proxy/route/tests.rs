@@ -159,7 +159,10 @@ fn decide_applies_the_policy_and_names_what_was_denied() {
         )
         .unwrap_err();
     assert_eq!(
-        denied.denied_target().map(|t| &**t),
+        match &denied {
+            Error::Unauthorized { target, .. } => Some(&**target.authority()),
+            _ => None,
+        },
         Some("db.ns.svc.cluster.local:5432")
     );
     let other = "api.east.serviceaccount.identity.linkerd.cluster.local";
