@@ -3,7 +3,7 @@
 #![allow(clippy::expect_used)] // a bench aborts on setup failure, by design
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gateway::proxy::transport_header::{SessionProtocol, TransportHeader, decode, encode};
+use gateway::transport_header::{SessionProtocol, TransportHeader, decode, encode};
 use std::hint::black_box;
 
 fn transport_header(c: &mut Criterion) {

@@ -2,7 +2,7 @@
 //! never panics; whatever decodes consumed exactly a prefix, and the rest is replayed intact.
 #![no_main]
 
-use gateway::proxy::transport_header::{self, decode};
+use gateway::transport_header::{self, decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

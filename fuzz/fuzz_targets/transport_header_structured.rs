@@ -2,7 +2,7 @@
 //! with trailing payload left untouched.
 #![no_main]
 
-use gateway::proxy::transport_header::{SessionProtocol, TransportHeader, decode, encode};
+use gateway::transport_header::{SessionProtocol, TransportHeader, decode, encode};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 

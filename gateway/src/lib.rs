@@ -6,7 +6,7 @@
 //! proxy::listener::run   accept → permit → spawn(conn::serve)                 proxy/listener.rs
 //! proxy::conn::serve     one task per connection, top to bottom               proxy/conn.rs
 //!  1 tls::accept           mTLS under the detect deadline → peer, ALPN         proxy/tls.rs, identity
-//!  2 session               transport.l5d.io/v1 → transport header; else HTTP   proxy/transport_header.rs
+//!  2 session               transport.l5d.io/v1 → transport header; else HTTP   transport_header.rs
 //!  3 route::decide         target, loop, authorization → Decision (pure)       proxy/route.rs
 //!  4 discover + balance    target → endpoint (static, DNS; P2C/peak-EWMA)      upstream/
 //!  5 connect               TCP (pooled HTTP/1, one HTTP/2 per endpoint)        upstream/pool.rs, connect.rs
@@ -37,4 +37,5 @@ pub mod socket;
 pub mod target;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transport_header;
 pub mod upstream;

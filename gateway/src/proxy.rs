@@ -10,4 +10,3 @@ pub mod listener;
 pub mod route;
 pub mod tcp;
 pub mod tls;
-pub mod transport_header;

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gateway::cli::client::{self, MtlsClient};
-use gateway::proxy::transport_header::{SessionProtocol, TransportHeader};
+use gateway::transport_header::{SessionProtocol, TransportHeader};
 use gateway::testing::eventually;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};

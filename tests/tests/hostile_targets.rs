@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gateway::proxy::transport_header::{SessionProtocol, TransportHeader};
+use gateway::transport_header::{SessionProtocol, TransportHeader};
 use http::Request;
 use http_body_util::Full;
 use support::{CLIENT_ID, H1, H2, Harness, L5D, collect, header_http1};

@@ -7,7 +7,7 @@ mod support;
 
 use bytes::Bytes;
 use gateway::cli::demo::Backend;
-use gateway::proxy::transport_header::{SessionProtocol, TransportHeader};
+use gateway::transport_header::{SessionProtocol, TransportHeader};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use support::*;

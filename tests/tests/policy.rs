@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gateway::cli::demo::Backend;
-use gateway::proxy::transport_header::{SessionProtocol, TransportHeader};
+use gateway::transport_header::{SessionProtocol, TransportHeader};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use gateway::cli::demo::Backend;
-use gateway::proxy::transport_header::{SessionProtocol, TransportHeader};
+use gateway::transport_header::{SessionProtocol, TransportHeader};
 use http::Request;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::proxy::transport_header::{self, TransportHeader};
+use crate::transport_header::{self, TransportHeader};
 
 /// An mTLS client of the gateway, as a remote proxy or a plain mTLS HTTP client would be.
 #[derive(Clone)]

@@ -21,7 +21,7 @@ pub use backend::Backend;
 use crate::app;
 use crate::cli::client::{MtlsClient, http2_on};
 use crate::config::Config;
-use crate::proxy::transport_header::{SessionProtocol, TransportHeader};
+use crate::transport_header::{SessionProtocol, TransportHeader};
 
 /// The gateway identity the demo (and a default Linkerd install) uses.
 pub const GATEWAY_ID: &str =

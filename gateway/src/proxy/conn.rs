@@ -14,7 +14,7 @@ use super::error::{Blame, Error};
 use super::http::Routing;
 use super::route::{self, Decision, Source};
 use super::tls::{self, Alpn};
-use super::transport_header::{self, SessionProtocol, TransportHeader};
+use crate::transport_header::{self, SessionProtocol, TransportHeader};
 use super::{http, tcp};
 use crate::control::policy::Session;
 use crate::metrics::{

@@ -11,7 +11,7 @@ use http::StatusCode;
 use identity::Refusal;
 
 use super::route;
-use super::transport_header::ReadError;
+use crate::transport_header::ReadError;
 use crate::metrics::Refused;
 use crate::target;
 use crate::upstream::{ConnectError, discover};

@@ -10,7 +10,7 @@ use gateway::app::{self, Bound, LoadedIdentity, Reload};
 use gateway::cli::client::{Http1Sender, Http2Sender, MtlsClient, http1_on, http2_on};
 use gateway::cli::demo::Backend;
 use gateway::config::Config;
-use gateway::proxy::transport_header::TransportHeader;
+use gateway::transport_header::TransportHeader;
 // The one polling helper, shared with the binary's tests; not every test file uses both.
 #[allow(unused_imports)]
 pub use gateway::testing::{SOON, eventually};

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::{CheckArgs, Report, Status, anchors, expiry};
 use crate::cli::client::{MtlsClient, http1_on};
 use crate::config::{Config, Problems};
-use crate::proxy::transport_header::{SessionProtocol, TransportHeader};
+use crate::transport_header::{SessionProtocol, TransportHeader};
 
 /// Checks a running gateway as a mesh client with the credentials `config` names.
 pub async fn remote(config: Result<Config, Problems>, args: &CheckArgs) -> Report {
