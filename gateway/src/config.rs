@@ -20,6 +20,7 @@ use std::time::Duration;
 pub use value::Value;
 
 use crate::target::DEFAULT_SUFFIX;
+use crate::upstream::Address;
 
 /// The largest `max_header_list_size` accepted (1 MiB).
 pub const MAX_HEADER_LIST_SIZE_LIMIT: usize = 1024 * 1024;
@@ -251,8 +252,9 @@ keys! {
     /// DNS suffixes targets must end with; `.` allows every name.
     gateway_suffixes: Vec<String> = vec![DEFAULT_SUFFIX.to_owned()],
         linkerd ["LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES"], flag "gateway-suffixes";
-    /// Static endpoints: `name:port` → addresses. Overrides DNS for those targets.
-    endpoints: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new(), flag "endpoint";
+    /// Static endpoints: `name:port` → endpoints (`IP:PORT`, or a meshed pod with its identity,
+    /// protocol hint and inbound port). Overrides DNS for those targets.
+    endpoints: BTreeMap<String, Vec<Address>> = BTreeMap::new(), flag "endpoint";
     /// Deadline for the TLS handshake (and, for header sessions, the transport header).
     detect_timeout: Duration = Duration::from_secs(10),
         linkerd ["LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT"], check validate::positive;

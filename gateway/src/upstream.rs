@@ -12,6 +12,7 @@
 //! out closed before the request was written is replaced once. A request is never retried after
 //! bytes of it were sent.
 
+mod address;
 pub mod balance;
 mod connect;
 pub mod discover;
@@ -29,6 +30,7 @@ use hyper::{Request, Response};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+pub use address::{Address, Hint};
 pub use balance::{Balancer, Endpoint};
 pub use discover::Resolver;
 use pool::Conn;
@@ -336,7 +338,7 @@ impl Upstream {
         balancer: &Balancer,
         endpoint: &Endpoint,
     ) -> Result<Metered<TcpStream>, ConnectError> {
-        match connect::tcp(endpoint.addr, self.options.connect_timeout).await {
+        match connect::tcp(endpoint.address.addr, self.options.connect_timeout).await {
             Ok(tcp) => {
                 endpoint.restore();
                 let record = self
@@ -353,7 +355,7 @@ impl Upstream {
                     })
                     .inc();
                 let backoff = endpoint.eject();
-                let addr = endpoint.addr;
+                let addr = endpoint.address.addr;
                 tracing::warn!(target = &*balancer.authority.0, %addr, error = %e, ?backoff, "endpoint ejected");
                 self.metrics.endpoint_ejected(&balancer.authority);
                 Err(e)

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gateway::cli::client::{self, MtlsClient};
-use gateway::transport_header::{SessionProtocol, TransportHeader};
 use gateway::testing::eventually;
+use gateway::transport_header::{SessionProtocol, TransportHeader};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -248,7 +248,7 @@ async fn backend_down_is_502_with_reason() {
     drop(closed);
     let h = Harness::start(|c| {
         c.endpoints
-            .insert("down.test.svc.cluster.local:80".into(), vec![dead]);
+            .insert("down.test.svc.cluster.local:80".into(), vec![dead.into()]);
     })
     .await;
     for client in [h.client(CLIENT_ID, H1), h.client(CLIENT_ID, H2)] {

@@ -119,7 +119,7 @@ async fn setup() -> (Harness, Victim) {
     let victim = victim().await;
     let addr = victim.addr;
     let h = Harness::start(|c| {
-        c.endpoints.insert(SVC.to_owned(), vec![addr]);
+        c.endpoints.insert(SVC.to_owned(), vec![addr.into()]);
     })
     .await;
     (h, victim)

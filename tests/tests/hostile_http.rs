@@ -67,7 +67,7 @@ async fn recorder() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 async fn harness(tweak: impl FnOnce(&mut Config)) -> (Harness, Arc<Mutex<Vec<String>>>) {
     let (addr, seen) = recorder().await;
     let h = Harness::start(|c| {
-        c.endpoints.insert(SVC.to_owned(), vec![addr]);
+        c.endpoints.insert(SVC.to_owned(), vec![addr.into()]);
         tweak(c);
     })
     .await;
@@ -302,7 +302,7 @@ async fn a_caller_that_never_reads_does_not_make_the_gateway_buffer_the_response
         }
     });
     let h = Harness::start(|c| {
-        c.endpoints.insert(SVC.to_owned(), vec![addr]);
+        c.endpoints.insert(SVC.to_owned(), vec![addr.into()]);
     })
     .await;
     let mut tls = h.client(CLIENT_ID, H1).connect().await.unwrap();

@@ -87,7 +87,8 @@ async fn start_with(config: impl FnOnce(&mut Config), identity: Option<LoadedIde
         credentials_poll_interval: Duration::from_millis(10),
         ..Config::default()
     };
-    c.endpoints.insert(SERVICE.to_owned(), vec![backend.addr]);
+    c.endpoints
+        .insert(SERVICE.to_owned(), vec![backend.addr.into()]);
     config(&mut c);
     let bound = match identity {
         Some(identity) => app::start(&c, identity, None).await,

@@ -121,7 +121,8 @@ async fn header_naming_a_bad_domain_answers_404_and_grpc_status_5() {
 async fn opaque_session_echoes_with_half_close() {
     let echo = Backend::start_tcp_echo().await.unwrap();
     let h = Harness::start(|c| {
-        c.endpoints.insert(format!("{ECHO}:7777"), vec![echo.addr]);
+        c.endpoints
+            .insert(format!("{ECHO}:7777"), vec![echo.addr.into()]);
     })
     .await;
     let client = h.client(CLIENT_ID, L5D);

@@ -156,7 +156,8 @@ async fn opaque_sessions_are_checked_at_connect_time() {
         let path = path.clone();
         Harness::start(move |c| {
             c.policy = Some(path);
-            c.endpoints.insert(format!("{ECHO}:7777"), vec![echo.addr]);
+            c.endpoints
+                .insert(format!("{ECHO}:7777"), vec![echo.addr.into()]);
         })
         .await
     };

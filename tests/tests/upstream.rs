@@ -78,7 +78,7 @@ where
 async fn websocket_echo_through_an_http_session_and_a_header_session() {
     let echo = websocket_echo().await;
     let h = Harness::start(|c| {
-        c.endpoints.insert(WS.to_owned(), vec![echo]);
+        c.endpoints.insert(WS.to_owned(), vec![echo.into()]);
     })
     .await;
     websocket_round_trip(h.client(CLIENT_ID, H1).connect().await.unwrap()).await;
@@ -182,7 +182,7 @@ async fn http1_header_case_is_kept_end_to_end_unless_turned_off() {
     for preserve in [true, false] {
         let (addr, mut heads) = raw_backend().await;
         let h = Harness::start(move |c| {
-            c.endpoints.insert(RAW.to_owned(), vec![addr]);
+            c.endpoints.insert(RAW.to_owned(), vec![addr.into()]);
             c.preserve_header_case = preserve;
         })
         .await;
@@ -272,14 +272,14 @@ async fn connect_is_refused_with_405_unless_enabled_then_tunnels() {
             .unwrap()
     };
     let off = Harness::start(|c| {
-        c.endpoints.insert(ECHO.to_owned(), vec![echo.addr]);
+        c.endpoints.insert(ECHO.to_owned(), vec![echo.addr.into()]);
     })
     .await;
     let refused = send_h1(&off.client(CLIENT_ID, H1), connect()).await;
     assert_eq!(refused.status, 405);
 
     let on = Harness::start(|c| {
-        c.endpoints.insert(ECHO.to_owned(), vec![echo.addr]);
+        c.endpoints.insert(ECHO.to_owned(), vec![echo.addr.into()]);
         c.http_connect = true;
     })
     .await;
@@ -310,7 +310,7 @@ async fn a_silent_upstream_gets_504_after_the_response_timeout() {
     });
     const SILENT: &str = "silent.test.svc.cluster.local:80";
     let h = Harness::start(move |c| {
-        c.endpoints.insert(SILENT.to_owned(), vec![addr]);
+        c.endpoints.insert(SILENT.to_owned(), vec![addr.into()]);
         c.response_timeouts
             .insert(SILENT.to_owned(), Duration::from_millis(200));
     })
@@ -363,7 +363,7 @@ async fn idle_upstream_connections_close_after_the_pool_idle_timeout_without_new
     });
     const IDLE: &str = "idle.test.svc.cluster.local:8080";
     let h = Harness::start(|c| {
-        c.endpoints.insert(IDLE.to_owned(), vec![addr]);
+        c.endpoints.insert(IDLE.to_owned(), vec![addr.into()]);
         c.pool_idle_timeout = Duration::from_millis(300);
     })
     .await;

@@ -84,10 +84,12 @@ async fn harness() -> Harness {
         .local_addr()
         .unwrap();
     Harness::start(move |c| {
-        c.endpoints.insert(RESET.to_owned(), vec![reset]);
-        c.endpoints.insert(CLOSE_EARLY.to_owned(), vec![early]);
-        c.endpoints.insert(CLOSE_AFTER_HEAD.to_owned(), vec![head]);
-        c.endpoints.insert(SILENT.to_owned(), vec![silent]);
+        c.endpoints.insert(RESET.to_owned(), vec![reset.into()]);
+        c.endpoints
+            .insert(CLOSE_EARLY.to_owned(), vec![early.into()]);
+        c.endpoints
+            .insert(CLOSE_AFTER_HEAD.to_owned(), vec![head.into()]);
+        c.endpoints.insert(SILENT.to_owned(), vec![silent.into()]);
         c.response_timeouts
             .insert(SILENT.to_owned(), Duration::from_millis(300));
         c.dns_servers = vec![down];

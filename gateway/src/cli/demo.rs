@@ -247,14 +247,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     };
     config
         .endpoints
-        .insert(SERVICES[0].to_owned(), vec![podinfo.addr]);
+        .insert(SERVICES[0].to_owned(), vec![podinfo.addr.into()]);
     config
         .endpoints
-        .insert(SERVICES[1].to_owned(), vec![frontend.addr]);
+        .insert(SERVICES[1].to_owned(), vec![frontend.addr.into()]);
     let (echo_name, echo_port) = ECHO_SERVICE;
     config
         .endpoints
-        .insert(format!("{echo_name}:{echo_port}"), vec![echo.addr]);
+        .insert(format!("{echo_name}:{echo_port}"), vec![echo.addr.into()]);
     let bound = app::bind(&config, None).await?;
     println!(
         "meshgate demo: gateway {} on {} (admin {})",

@@ -285,3 +285,38 @@ fn per_key_checks_name_the_key() {
         );
     }
 }
+
+/// `text` as a config file with credentials set: the config, or every problem on one line each.
+fn from_yaml(name: &str, text: &str) -> Result<Config, String> {
+    Config::load(Some(&write(name, text)), &env(&[]), &creds()).map_err(|p| p.0.join("\n"))
+}
+
+#[test]
+fn a_meshed_endpoint_is_a_map_or_the_text_form_and_plain_strings_keep_working() {
+    let yaml = "endpoints:\n  podinfo.test.svc.cluster.local:9898:\n    - 10.0.0.12:9898\n    - addr: 10.0.0.13:9898\n      identity: podinfo.test.serviceaccount.identity.linkerd.cluster.local\n      protocol: h2\n      opaque_port: 4143\n    - 10.0.0.14:9898;identity=podinfo.test.serviceaccount.identity.linkerd.cluster.local\n";
+    let c = from_yaml("meshed", yaml).unwrap();
+    let list = &c.endpoints["podinfo.test.svc.cluster.local:9898"];
+    assert!(list[0].is_plain());
+    assert_eq!(list[1].hint, Some(crate::upstream::Hint::H2));
+    assert_eq!(list[1].opaque_port, Some(4143));
+    assert!(list[2].identity.is_some());
+    // What `run --check` prints loads back to the same endpoints.
+    let again = from_yaml("meshed-again", &c.to_yaml()).unwrap();
+    assert_eq!(again.endpoints, c.endpoints);
+}
+
+#[test]
+fn a_bad_meshed_endpoint_names_its_target_and_field() {
+    let e = from_yaml("meshed-bad", "endpoints:\n  a.ns.svc.cluster.local:80:\n    - addr: 10.0.0.1:80\n      opaque_port: 4143\n")
+        .unwrap_err();
+    assert!(
+        e.contains("a.ns.svc.cluster.local:80") && e.contains("needs an identity"),
+        "{e}"
+    );
+    let e = from_yaml(
+        "meshed-bad2",
+        "endpoints:\n  a.ns.svc.cluster.local:80:\n    - identity: x.y\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("needs addr"), "{e}");
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_norway::{Mapping, Value as Yaml};
 
 use super::LogFormat;
+use crate::upstream::Address;
 
 /// A configuration value's type.
 pub trait Value: Sized {
@@ -226,25 +227,32 @@ fn mapping(value: Yaml) -> Result<Vec<(String, Yaml)>, String> {
     }
 }
 
-/// Static endpoints: `NAME:PORT` → addresses.
-impl Value for BTreeMap<String, Vec<SocketAddr>> {
-    const FORM: &'static str =
-        "NAME:PORT=IP:PORT (in YAML, a map of NAME:PORT to a list of IP:PORT)";
+/// Static endpoints: `NAME:PORT` → endpoints.
+impl Value for BTreeMap<String, Vec<Address>> {
+    const FORM: &'static str = "NAME:PORT=IP:PORT[;identity=ID][;protocol=h2|http1|opaque][;opaque_port=PORT] \
+         (in YAML, a map of NAME:PORT to a list of IP:PORT strings or {addr, identity, protocol, opaque_port})";
     const REPEATABLE: bool = true;
     fn from_text(text: &str) -> Result<Self, String> {
         let mut map = Self::new();
         for (name, addr) in pairs(text)? {
             map.entry(name.to_owned())
                 .or_default()
-                .push(SocketAddr::from_text(addr)?);
+                .push(addr.parse::<Address>()?);
         }
         Ok(map)
     }
     fn from_yaml(value: Yaml) -> Result<Self, String> {
         mapping(value)?
             .into_iter()
-            .map(|(name, addrs)| {
-                Vec::<SocketAddr>::from_yaml(addrs)
+            .map(|(name, list)| {
+                let list = match list {
+                    Yaml::Sequence(list) => list,
+                    Yaml::Null => Vec::new(),
+                    other => return Err(format!("{name:?}: got {}", show(&other))),
+                };
+                list.into_iter()
+                    .map(address_of_yaml)
+                    .collect::<Result<Vec<_>, _>>()
                     .map(|addrs| (name.clone(), addrs))
                     .map_err(|e| format!("{name:?}: {e}"))
             })
@@ -253,10 +261,67 @@ impl Value for BTreeMap<String, Vec<SocketAddr>> {
     fn to_yaml(&self) -> Yaml {
         let mut map = Mapping::new();
         for (name, addrs) in self {
-            map.insert(Yaml::String(name.clone()), addrs.to_yaml());
+            let list = addrs.iter().map(address_to_yaml).collect();
+            map.insert(Yaml::String(name.clone()), Yaml::Sequence(list));
         }
         Yaml::Mapping(map)
     }
+}
+
+/// An endpoint in YAML: the text form as a string, or a map with `addr` and the meshed fields.
+fn address_of_yaml(value: Yaml) -> Result<Address, String> {
+    match value {
+        Yaml::String(text) => text.parse::<Address>(),
+        Yaml::Mapping(map) => {
+            let mut addr = None;
+            let mut fields = Vec::new();
+            for (key, value) in map {
+                let key = match key {
+                    Yaml::String(key) => key,
+                    other => return Err(format!("got the key {}", show(&other))),
+                };
+                let value = match value {
+                    Yaml::String(text) => text,
+                    Yaml::Number(n) => n.to_string(),
+                    other => return Err(format!("{key}: got {}", show(&other))),
+                };
+                if key == "addr" {
+                    addr = Some(value);
+                } else {
+                    fields.push((key, value));
+                }
+            }
+            let addr = addr.ok_or("an endpoint map needs addr: IP:PORT")?;
+            let mut address = addr.parse::<Address>()?;
+            for (key, value) in fields {
+                address.set(&key, &value)?;
+            }
+            address.check()?;
+            Ok(address)
+        }
+        other => Err(format!("got {}", show(&other))),
+    }
+}
+
+fn address_to_yaml(address: &Address) -> Yaml {
+    if address.is_plain() {
+        return Yaml::String(address.addr.to_string());
+    }
+    let mut map = Mapping::new();
+    let mut put = |key: &str, value: Yaml| {
+        map.insert(Yaml::String(key.to_owned()), value);
+    };
+    put("addr", Yaml::String(address.addr.to_string()));
+    if let Some(identity) = &address.identity {
+        put("identity", Yaml::String(identity.to_string()));
+    }
+    if let Some(hint) = address.hint {
+        put("protocol", Yaml::String(hint.as_str().to_owned()));
+    }
+    if let Some(port) = address.opaque_port {
+        put("opaque_port", Yaml::Number(port.into()));
+    }
+    Yaml::Mapping(map)
 }
 
 /// Per-target durations: `NAME:PORT` → duration.

@@ -14,13 +14,13 @@ use super::error::{Blame, Error};
 use super::http::Routing;
 use super::route::{self, Decision, Source};
 use super::tls::{self, Alpn};
-use crate::transport_header::{self, SessionProtocol, TransportHeader};
 use super::{http, tcp};
 use crate::control::policy::Session;
 use crate::metrics::{
     AuthzLabels, ByteMeter, DenyLabels, Label, Metered, TcpLabels, TransportHeaderLabels,
 };
 use crate::target::Target;
+use crate::transport_header::{self, SessionProtocol, TransportHeader};
 
 /// Handles one accepted connection: mTLS handshake and (for `transport.l5d.io/v1`) the transport
 /// header under one detect deadline, then an HTTP or opaque session. `permit` (the listener's

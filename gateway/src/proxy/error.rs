@@ -11,9 +11,9 @@ use http::StatusCode;
 use identity::Refusal;
 
 use super::route;
-use crate::transport_header::ReadError;
 use crate::metrics::Refused;
 use crate::target;
+use crate::transport_header::ReadError;
 use crate::upstream::{ConnectError, discover};
 
 /// Who caused a failure; also picks the log level (downstream → debug, upstream → warn,

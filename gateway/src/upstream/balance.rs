@@ -6,7 +6,6 @@
 //! then tried again; a success resets it. When every endpoint is ejected, all are tried (better
 //! a probe than a certain failure).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,9 +13,9 @@ use std::time::Duration;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 
-use super::ConnectError;
 use super::discover::{self, Endpoints};
 use super::pool::Pool;
+use super::{Address, ConnectError};
 use crate::metrics::Label;
 use crate::target::Target;
 
@@ -51,7 +50,8 @@ struct BalancerState {
 
 /// One endpoint: its load, its health, its connections.
 pub struct Endpoint {
-    pub(super) addr: SocketAddr,
+    /// Where it is and what its proxy needs.
+    pub(super) address: Address,
     pending: AtomicUsize,
     rtt: Mutex<PeakEwma>,
     ejection: Mutex<Ejection>,
@@ -112,17 +112,17 @@ impl Balancer {
             return;
         }
         let old = std::mem::take(&mut state.endpoints);
-        for gone in old.iter().filter(|e| !endpoints.contains(&e.addr)) {
+        for gone in old.iter().filter(|e| !endpoints.contains(&e.address)) {
             let idle = gone.pool.idle_len();
             self.idle_count.dec_by(i64::try_from(idle).unwrap_or(0));
         }
         state.endpoints = endpoints
             .iter()
-            .map(|addr| {
+            .map(|address| {
                 old.iter()
-                    .find(|e| e.addr == *addr)
+                    .find(|e| e.address == *address)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Endpoint::new(*addr)))
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(address.clone())))
             })
             .collect();
         state.from = Some(endpoints.clone());
@@ -183,9 +183,9 @@ impl Balancer {
 // === impl Endpoint ===
 
 impl Endpoint {
-    fn new(addr: SocketAddr) -> Self {
+    fn new(address: Address) -> Self {
         Self {
-            addr,
+            address,
             pending: AtomicUsize::new(0),
             rtt: Mutex::new(PeakEwma {
                 value_ns: DEFAULT_RTT.as_nanos() as f64,
@@ -238,7 +238,7 @@ impl Endpoint {
     pub(super) fn restore(&self) {
         let mut ejection = self.ejection.lock().unwrap_or_else(PoisonError::into_inner);
         if ejection.until.is_some() {
-            tracing::info!(addr = %self.addr, "endpoint back in service");
+            tracing::info!(addr = %self.address.addr, "endpoint back in service");
         }
         *ejection = Ejection::default();
     }
@@ -279,7 +279,10 @@ mod tests {
         )
         .unwrap();
         let b = Balancer::new(&target, Gauge::default(), Gauge::default());
-        let endpoints: Endpoints = addrs.iter().map(|a| a.parse().unwrap()).collect();
+        let endpoints: Endpoints = addrs
+            .iter()
+            .map(|a| Address::plain(a.parse().unwrap()))
+            .collect();
         b.update(&endpoints, None);
         b
     }
@@ -297,8 +300,8 @@ mod tests {
         for i in 0..1000u64 {
             if b.pick(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), None)
                 .unwrap()
-                .addr
-                == endpoint(&b, 0).addr
+                .address
+                == endpoint(&b, 0).address
             {
                 fast += 1;
             }
@@ -310,7 +313,7 @@ mod tests {
     async fn pending_requests_raise_the_cost() {
         let b = balancer(&["10.0.0.1:80", "10.0.0.2:80"]);
         endpoint(&b, 0).pending.store(10, Ordering::Relaxed);
-        assert_eq!(b.pick(7, None).unwrap().addr, endpoint(&b, 1).addr);
+        assert_eq!(b.pick(7, None).unwrap().address, endpoint(&b, 1).address);
     }
 
     #[tokio::test]
@@ -319,7 +322,10 @@ mod tests {
         endpoint(&b, 0).eject();
         endpoint(&b, 1).eject();
         for i in 0..50u64 {
-            assert_eq!(b.pick(i * 7919, None).unwrap().addr, endpoint(&b, 2).addr);
+            assert_eq!(
+                b.pick(i * 7919, None).unwrap().address,
+                endpoint(&b, 2).address
+            );
         }
         endpoint(&b, 2).eject();
         let picked = b.pick(3, None).unwrap();
@@ -345,7 +351,10 @@ mod tests {
         let b = balancer(&["10.0.0.1:80", "10.0.0.2:80"]);
         let first = endpoint(&b, 0);
         for i in 0..50u64 {
-            assert_eq!(b.pick(i, Some(&first)).unwrap().addr, endpoint(&b, 1).addr);
+            assert_eq!(
+                b.pick(i, Some(&first)).unwrap().address,
+                endpoint(&b, 1).address
+            );
         }
         let single = balancer(&["10.0.0.9:80"]);
         let only = endpoint(&single, 0);

@@ -21,6 +21,7 @@ use hickory_resolver::config::{
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio::time::Instant;
 
+use super::Address;
 use crate::target::Target;
 
 /// Why a target has no endpoints.
@@ -42,8 +43,8 @@ pub enum Error {
     },
 }
 
-/// The addresses of one target, shared by every caller.
-pub type Endpoints = Arc<[SocketAddr]>;
+/// The endpoints of one target, shared by every caller.
+pub type Endpoints = Arc<[Address]>;
 
 /// A target's endpoints and until when they hold.
 #[derive(Clone, Debug)]
@@ -112,7 +113,7 @@ struct Entry {
 impl Resolver {
     /// A resolver with static endpoints for some targets; the rest go to DNS.
     pub fn new(
-        statics: impl IntoIterator<Item = (Target, Vec<SocketAddr>)>,
+        statics: impl IntoIterator<Item = (Target, Vec<Address>)>,
         options: DnsOptions,
     ) -> Self {
         let map = Self::static_map(statics);
@@ -132,7 +133,7 @@ impl Resolver {
 
     /// A resolver that knows only `statics` and never queries DNS (everything else fails with
     /// "no DNS resolver configured"): for fuzzing and for sealed test setups.
-    pub fn statics_only(statics: impl IntoIterator<Item = (Target, Vec<SocketAddr>)>) -> Self {
+    pub fn statics_only(statics: impl IntoIterator<Item = (Target, Vec<Address>)>) -> Self {
         Self {
             statics: Self::static_map(statics),
             dns: None,
@@ -140,7 +141,7 @@ impl Resolver {
     }
 
     fn static_map(
-        statics: impl IntoIterator<Item = (Target, Vec<SocketAddr>)>,
+        statics: impl IntoIterator<Item = (Target, Vec<Address>)>,
     ) -> HashMap<String, PortMap> {
         let mut map: HashMap<String, PortMap> = HashMap::new();
         for (target, addrs) in statics {
@@ -172,7 +173,10 @@ impl Resolver {
         };
         let (ips, valid_until) = dns.clone().ips(name).await?;
         Ok(Resolved {
-            endpoints: ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
+            endpoints: ips
+                .iter()
+                .map(|ip| Address::plain(SocketAddr::new(*ip, port)))
+                .collect(),
             valid_until: Some(valid_until),
         })
     }
@@ -312,12 +316,15 @@ mod tests {
     async fn static_endpoints_override_dns() {
         let target = Target::parse("web.ns.svc.cluster.local:80", &Suffixes::default()).unwrap();
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let resolver = Resolver::new([(target, vec![addr])], DnsOptions::default());
+        let resolver = Resolver::new(
+            [(target, vec![Address::plain(addr)])],
+            DnsOptions::default(),
+        );
         let resolved = resolver
             .resolve("web.ns.svc.cluster.local", 80)
             .await
             .unwrap();
-        assert_eq!(&*resolved.endpoints, &[addr]);
+        assert_eq!(&*resolved.endpoints, &[Address::plain(addr)]);
         assert_eq!(resolved.valid_until, None, "static endpoints never expire");
     }
 }

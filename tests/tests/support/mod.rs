@@ -58,7 +58,7 @@ impl Harness {
         };
         config
             .endpoints
-            .insert(SERVICE.to_owned(), vec![backend.addr]);
+            .insert(SERVICE.to_owned(), vec![backend.addr.into()]);
         tweak(&mut config);
         let credentials = ca.leaf(GATEWAY_ID).credentials(&anchors).unwrap();
         let identity = LoadedIdentity {
