@@ -57,6 +57,11 @@ fn world() -> &'static World {
         let handles = Handles {
             identity: gateway,
             tls: tls_rx,
+            upstream_tls: tokio::sync::watch::channel(Arc::new(
+                gateway::upstream::ClientTls::new(&ca.credentials("gateway.fuzz.mesh"), &ca.anchors())
+                    .expect("client tls"),
+            ))
+            .1,
             metrics: Arc::new(Metrics::new()),
             policy: Arc::new(policy::Current::new(Policy::default())),
             drain: drain_rx,

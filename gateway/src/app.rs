@@ -265,6 +265,7 @@ pub async fn start(
     let handles = Handles {
         identity: identity.clone(),
         tls: tls.data,
+        upstream_tls: tls.upstream,
         metrics: metrics.clone(),
         policy: policy.clone(),
         drain: drain_rx.clone(),

@@ -5,7 +5,7 @@
 //! discover   static endpoints, else DNS                          upstream/discover.rs
 //! balance    P2C over peak-EWMA, ejection with backoff            upstream/balance.rs
 //! pool       HTTP/1 keep-alive pool, one HTTP/2 connection        upstream/pool.rs
-//! connect    TCP (mTLS origination next)                          upstream/connect.rs
+//! connect    TCP; mTLS to meshed pods (+ transport header)         upstream/connect.rs
 //! ```
 //!
 //! Retries: a failed connect is retried once on another endpoint; a pooled connection that turns
@@ -27,17 +27,19 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
-use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use address::{Address, Hint};
 pub use balance::{Balancer, Endpoint};
+pub use connect::{ClientTls, Io, TlsRefusal};
 pub use discover::Resolver;
 use pool::Conn;
 pub use pool::buffer_for;
 
 use crate::metrics::{AuthorityLabels, ConnectErrorLabels, Label, Metered, Metrics, TcpLabels};
 use crate::target::Target;
+use crate::transport_header::SessionProtocol;
 
 /// How the upstream side behaves.
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +71,27 @@ pub enum ConnectError {
     /// The connect did not finish in time.
     #[error("connect timed out after {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+    /// A meshed endpoint's TLS handshake failed; nothing of a request was sent.
+    #[error("{}", tls_message(*.reason, addr, identity, detail))]
+    Tls {
+        /// Where the handshake went.
+        addr: SocketAddr,
+        /// The identity the endpoint had to prove.
+        identity: Box<str>,
+        /// Why it failed.
+        reason: TlsRefusal,
+        /// rustls' words.
+        detail: String,
+    },
+}
+
+fn tls_message(reason: TlsRefusal, addr: &SocketAddr, identity: &str, detail: &str) -> String {
+    match reason {
+        TlsRefusal::IdentityMismatch => {
+            format!("upstream identity mismatch: {addr} is not {identity} ({detail})")
+        }
+        _ => format!("upstream TLS to {addr} as {identity} failed: {detail}"),
+    }
 }
 
 impl ConnectError {
@@ -78,6 +101,7 @@ impl ConnectError {
             ConnectError::Resolve(_) => "unresolved",
             ConnectError::Refused { .. } => "refused",
             ConnectError::Timeout(_) => "timeout",
+            ConnectError::Tls { reason, .. } => reason.label(),
         }
     }
 }
@@ -117,6 +141,8 @@ pub fn chain(error: &dyn std::error::Error) -> String {
 pub struct Upstream {
     resolver: Resolver,
     options: Options,
+    /// The client TLS of new connections to meshed endpoints (follows credential reloads).
+    tls: watch::Receiver<Arc<ClientTls>>,
     metrics: Arc<Metrics>,
     balancers: Mutex<HashMap<Arc<str>, Arc<Balancer>>>,
     seed: AtomicU64,
@@ -124,10 +150,16 @@ pub struct Upstream {
 
 impl Upstream {
     /// Builds the upstream side.
-    pub fn new(resolver: Resolver, options: Options, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        resolver: Resolver,
+        options: Options,
+        tls: watch::Receiver<Arc<ClientTls>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             resolver,
             options,
+            tls,
             metrics,
             balancers: Mutex::new(HashMap::new()),
             seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
@@ -217,18 +249,20 @@ impl Upstream {
         Ok(response)
     }
 
-    /// A raw TCP connection to one of the balancer's endpoints (opaque sessions, CONNECT).
+    /// A byte stream to one of the balancer's endpoints (opaque sessions, CONNECT): TCP, or mTLS
+    /// to a meshed pod (through its inbound port with a transport header when it has one).
     ///
     /// # Errors
     /// Resolution, or connect failure after one retry on another endpoint.
-    pub async fn connect(&self, balancer: &Balancer) -> Result<Metered<TcpStream>, ConnectError> {
+    pub async fn connect(&self, balancer: &Balancer) -> Result<Metered<Io>, ConnectError> {
         self.refresh(balancer).await?;
-        let (_, tcp) = self
+        let (_, io) = self
             .with_retry(balancer, |endpoint| async move {
-                self.tcp(balancer, &endpoint).await
+                self.dial(balancer, &endpoint, SessionProtocol::Opaque)
+                    .await
             })
             .await?;
-        Ok(tcp)
+        Ok(io)
     }
 
     /// Brings the balancer's endpoints up to date with discovery once its last answer has
@@ -281,8 +315,10 @@ impl Upstream {
                 *used = Instant::now();
                 return Ok(Conn::Http2(send.clone()));
             }
-            let tcp = self.tcp(balancer, endpoint).await?;
-            let send = pool::http2_handshake(tcp, &self.options)
+            let io = self
+                .dial(balancer, endpoint, SessionProtocol::Http2)
+                .await?;
+            let send = pool::http2_handshake(io, &self.options)
                 .await
                 .map_err(|e| Error::exchange(&e))?;
             *slot = Some((send.clone(), Instant::now()));
@@ -302,8 +338,10 @@ impl Upstream {
         balancer: &Balancer,
         endpoint: &Arc<Endpoint>,
     ) -> Result<http1::SendRequest<Incoming>, Error> {
-        let tcp = self.tcp(balancer, endpoint).await?;
-        pool::http1_handshake(tcp, &self.options)
+        let io = self
+            .dial(balancer, endpoint, SessionProtocol::Http1)
+            .await?;
+        pool::http1_handshake(io, &self.options)
             .await
             .map_err(|e| Error::exchange(&e))
     }
@@ -331,20 +369,27 @@ impl Upstream {
             .sum()
     }
 
-    /// A TCP connection to `endpoint`, counted as a `peer="dst"` transport; failure ejects the
-    /// endpoint, success clears its ejection.
-    async fn tcp(
+    /// A connection to `endpoint` (TCP, or mTLS to a meshed pod), counted as a `peer="dst"`
+    /// transport; failure is counted by reason and ejects the endpoint, success clears its
+    /// ejection.
+    async fn dial(
         &self,
         balancer: &Balancer,
         endpoint: &Endpoint,
-    ) -> Result<Metered<TcpStream>, ConnectError> {
-        match connect::tcp(endpoint.address.addr, self.options.connect_timeout).await {
-            Ok(tcp) => {
+        protocol: SessionProtocol,
+    ) -> Result<Metered<Io>, ConnectError> {
+        let address = &endpoint.address;
+        let tls = self.tls.borrow().clone();
+        match connect::dial(address, &tls, protocol, self.options.connect_timeout).await {
+            Ok(io) => {
                 endpoint.restore();
-                let record = self
-                    .metrics
-                    .open_connection(TcpLabels::outbound(balancer.authority.clone()));
-                Ok(Metered::with_record(tcp, record))
+                let labels = TcpLabels::outbound(
+                    balancer.authority.clone(),
+                    address.identity.as_ref().map(|id| id.as_str()),
+                    address.addr,
+                );
+                let record = self.metrics.open_connection(labels);
+                Ok(Metered::with_record(io, record))
             }
             Err(e) => {
                 self.metrics
@@ -355,7 +400,7 @@ impl Upstream {
                     })
                     .inc();
                 let backoff = endpoint.eject();
-                let addr = endpoint.address.addr;
+                let addr = address.addr;
                 tracing::warn!(target = &*balancer.authority.0, %addr, error = %e, ?backoff, "endpoint ejected");
                 self.metrics.endpoint_ejected(&balancer.authority);
                 Err(e)

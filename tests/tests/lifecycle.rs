@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -15,59 +15,14 @@ use gateway::app::{self, Bound, LoadedIdentity, Reload};
 use gateway::cli::client::MtlsClient;
 use gateway::cli::demo::Backend;
 use gateway::config::Config;
-use identity::issue::{Issued, Validity};
+use identity::issue::Validity;
 use identity::source::{AnchorSource, FileSource};
 use identity::testing::{IdentityServer, TestCa};
 use identity::{Credentials, TrustAnchors};
+use support::secret::SecretDir;
 use support::{GATEWAY_ID, H1, SERVICE, SOON, admin_get, assert_refused, eventually, routed_get};
 
 const CLIENT: &str = "web.east.serviceaccount.identity.linkerd.cluster.local";
-
-/// A directory laid out like a mounted Kubernetes secret: `tls.crt`, `tls.key` and `ca.crt` are
-/// symlinks into `..data`, itself a symlink to a timestamped directory that is swapped whole.
-struct SecretDir {
-    root: PathBuf,
-    version: u32,
-}
-
-impl SecretDir {
-    fn new(tag: &str) -> Self {
-        let root =
-            std::env::temp_dir().join(format!("meshgate-lifecycle-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        for name in ["tls.crt", "tls.key", "ca.crt"] {
-            std::os::unix::fs::symlink(format!("..data/{name}"), root.join(name)).unwrap();
-        }
-        Self { root, version: 0 }
-    }
-
-    /// Publishes a new version atomically, as the kubelet does.
-    fn publish(&mut self, leaf: &Issued, anchors_pem: &str) {
-        self.version += 1;
-        let dir = format!("..2026_11_21_v{}", self.version);
-        std::fs::create_dir_all(self.root.join(&dir)).unwrap();
-        std::fs::write(self.root.join(&dir).join("tls.crt"), &leaf.chain_pem).unwrap();
-        std::fs::write(self.root.join(&dir).join("tls.key"), &leaf.key_pem).unwrap();
-        std::fs::write(self.root.join(&dir).join("ca.crt"), anchors_pem).unwrap();
-        let tmp = self.root.join("..data_tmp");
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&dir, &tmp).unwrap();
-        std::fs::rename(&tmp, self.root.join("..data")).unwrap();
-    }
-
-    /// Overwrites one file of the current version in place (no swap).
-    fn overwrite(&self, name: &str, text: &str) {
-        let target = std::fs::read_link(self.root.join("..data")).unwrap();
-        std::fs::write(self.root.join(target).join(name), text).unwrap();
-    }
-}
-
-impl Drop for SecretDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
 
 struct Gateway {
     bound: Bound,

@@ -80,6 +80,10 @@ async fn a_resumed_session_of_an_expired_certificate_is_refused() {
     let handles = Handles {
         identity: GATEWAY_ID.parse().unwrap(),
         tls: tls_rx,
+        upstream_tls: tokio::sync::watch::channel(Arc::new(
+            gateway::upstream::ClientTls::new(&gateway, &anchors).unwrap(),
+        ))
+        .1,
         metrics: Arc::new(Metrics::new()),
         policy: Arc::new(policy::Current::new(policy::Policy::default())),
         drain: drain_rx,

@@ -15,8 +15,10 @@ use identity::{TrustAnchors, tls_config};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 mod backend;
+mod pod;
 
 pub use backend::Backend;
+pub use pod::{MeshedPod, PodPort, Seen};
 
 use crate::app;
 use crate::cli::client::{MtlsClient, http2_on};

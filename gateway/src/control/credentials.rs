@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::readiness::Readiness;
 use crate::metrics::Metrics;
+use crate::upstream::ClientTls;
 
 /// ALPN of the data listener, in preference order.
 pub const DATA_ALPN: [&[u8]; 3] = [
@@ -30,12 +31,16 @@ pub struct TlsConfigs {
     pub data: watch::Receiver<Arc<ServerConfig>>,
     /// The admin listener's mTLS side (no ALPN).
     pub admin: watch::Receiver<Arc<ServerConfig>>,
+    /// New upstream connections to meshed pods.
+    pub upstream: watch::Receiver<Arc<ClientTls>>,
 }
 
-/// Installs material: builds both server configs and publishes them, with readiness and metrics.
+/// Installs material: builds the server configs and the upstream client config and publishes
+/// them, with readiness and metrics.
 pub struct Live {
     data: watch::Sender<Arc<ServerConfig>>,
     admin: watch::Sender<Arc<ServerConfig>>,
+    upstream: watch::Sender<Arc<ClientTls>>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
     /// The low-lifetime warning was logged for the certificate in use.
@@ -52,12 +57,14 @@ impl Live {
         readiness: Arc<Readiness>,
         metrics: Arc<Metrics>,
     ) -> Result<(Arc<Self>, TlsConfigs), identity::Error> {
-        let (data, admin) = configs(material)?;
+        let (data, admin, upstream) = configs(material)?;
         let (data, data_rx) = watch::channel(data);
         let (admin, admin_rx) = watch::channel(admin);
+        let (upstream, upstream_rx) = watch::channel(upstream);
         let live = Arc::new(Self {
             data,
             admin,
+            upstream,
             readiness,
             metrics,
             warned: AtomicBool::new(false),
@@ -68,6 +75,7 @@ impl Live {
             TlsConfigs {
                 data: data_rx,
                 admin: admin_rx,
+                upstream: upstream_rx,
             },
         ))
     }
@@ -77,9 +85,10 @@ impl Live {
     /// # Errors
     /// When rustls refuses the credentials (the old ones stay).
     pub fn install(&self, material: &Material) -> Result<(), identity::Error> {
-        let (data, admin) = configs(material)?;
+        let (data, admin, upstream) = configs(material)?;
         self.data.send_replace(data);
         self.admin.send_replace(admin);
+        self.upstream.send_replace(upstream);
         self.record(material);
         Ok(())
     }
@@ -122,10 +131,15 @@ impl Live {
     }
 }
 
-fn configs(material: &Material) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>), identity::Error> {
-    let data = tls_config::server_config(&material.credentials, &material.anchors, &DATA_ALPN)?;
-    let admin = tls_config::server_config(&material.credentials, &material.anchors, &[])?;
-    Ok((Arc::new(data), Arc::new(admin)))
+/// The data and admin server configs and the upstream client config of `material`.
+type Configs = (Arc<ServerConfig>, Arc<ServerConfig>, Arc<ClientTls>);
+
+fn configs(material: &Material) -> Result<Configs, identity::Error> {
+    let (creds, anchors) = (&material.credentials, &material.anchors);
+    let data = tls_config::server_config(creds, anchors, &DATA_ALPN)?;
+    let admin = tls_config::server_config(creds, anchors, &[])?;
+    let upstream = ClientTls::new(creds, anchors)?;
+    Ok((Arc::new(data), Arc::new(admin), Arc::new(upstream)))
 }
 
 /// Polls the credential files every `interval` and installs what changed and validates.

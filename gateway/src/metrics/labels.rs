@@ -2,6 +2,7 @@
 //! set costs reference counts, not copies.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -70,12 +71,16 @@ pub struct TcpLabels {
     pub direction: &'static str,
     /// `src` for accepted connections, `dst` for upstream ones.
     pub peer: &'static str,
-    /// `true` downstream (mTLS), `no_identity` upstream (plain TCP to local services).
+    /// `true` for mTLS (downstream, meshed pods), `no_identity` for plain TCP to local services.
     pub tls: &'static str,
     /// Downstream: the caller's identity. Upstream: empty.
     pub client_id: Label,
     /// Upstream: the target `name:port`. Downstream: empty.
     pub authority: Label,
+    /// Upstream to a meshed pod: the identity it proved. Otherwise empty.
+    pub server_id: Label,
+    /// Upstream: the endpoint's `IP:PORT`. Downstream: empty.
+    pub target_addr: Label,
 }
 
 impl TcpLabels {
@@ -87,17 +92,26 @@ impl TcpLabels {
             tls: "true",
             client_id: client_id.into(),
             authority: Label::default(),
+            server_id: Label::default(),
+            target_addr: Label::default(),
         }
     }
 
-    /// A connection to a local service for `authority`.
-    pub fn outbound(authority: Label) -> Self {
+    /// A connection to endpoint `addr` of `authority`: mTLS (`tls="true"`) when it is a meshed
+    /// pod that proved `server_id`, else plaintext (`no_identity`).
+    pub fn outbound(authority: Label, server_id: Option<&str>, addr: SocketAddr) -> Self {
         Self {
             direction: "outbound",
             peer: "dst",
-            tls: "no_identity",
+            tls: if server_id.is_some() {
+                "true"
+            } else {
+                "no_identity"
+            },
             client_id: Label::default(),
             authority,
+            server_id: server_id.map(Label::from).unwrap_or_default(),
+            target_addr: Label(addr.to_string().into()),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::control::policy;
 use crate::metrics::Metrics;
 use crate::target::{self, Suffixes, Target};
-use crate::upstream::{self, Resolver, Upstream, discover::DnsOptions};
+use crate::upstream::{self, ClientTls, Resolver, Upstream, discover::DnsOptions};
 
 /// What every connection task shares; built once, immutable (the snapshots it holds are swapped
 /// behind their handles).
@@ -46,6 +46,8 @@ pub struct Handles {
     pub identity: IdentityName,
     /// The TLS config of new handshakes.
     pub tls: watch::Receiver<Arc<ServerConfig>>,
+    /// The client TLS of new upstream connections to meshed pods.
+    pub upstream_tls: watch::Receiver<Arc<ClientTls>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The policy in use.
@@ -123,6 +125,7 @@ impl Shared {
                 preserve_header_case: config.preserve_header_case,
                 max_header_list_size: config.max_header_list_size,
             },
+            handles.upstream_tls,
             handles.metrics.clone(),
         );
         Ok(Self {

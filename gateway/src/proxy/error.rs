@@ -122,6 +122,7 @@ impl Error {
             Error::Connect(ConnectError::Resolve(_)) => "unresolved",
             Error::Connect(ConnectError::Refused { .. }) => "connect_refused",
             Error::Connect(ConnectError::Timeout(_)) => "connect_timeout",
+            Error::Connect(ConnectError::Tls { reason, .. }) => reason.label(),
             Error::Upstream(_) => "upstream_io",
             Error::Http(_) => "downstream_http",
             Error::Io(_) => "io",
@@ -218,9 +219,8 @@ impl Error {
             Error::ResponseTimeout(_) | Error::Connect(ConnectError::Timeout(_)) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            Error::Connect(ConnectError::Refused { .. }) | Error::Upstream(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            Error::Connect(ConnectError::Refused { .. } | ConnectError::Tls { .. })
+            | Error::Upstream(_) => StatusCode::BAD_GATEWAY,
             Error::Handshake { .. }
             | Error::TransportHeader(_)
             | Error::TransportHeaderTimeout
@@ -262,7 +262,11 @@ impl Error {
             self,
             Error::Route(route::Error::Loop)
                 | Error::Upstream(_)
-                | Error::Connect(ConnectError::Refused { .. } | ConnectError::Timeout(_))
+                | Error::Connect(
+                    ConnectError::Refused { .. }
+                        | ConnectError::Timeout(_)
+                        | ConnectError::Tls { .. }
+                )
                 | Error::ResponseTimeout(_)
                 | Error::Local(_)
         )

@@ -45,6 +45,10 @@ impl World {
         let handles = Handles {
             identity: GATEWAY.parse().unwrap(),
             tls: tls_rx,
+            upstream_tls: watch::channel(Arc::new(
+                crate::upstream::ClientTls::new(&ca.credentials(GATEWAY), &ca.anchors()).unwrap(),
+            ))
+            .1,
             metrics: Arc::new(Metrics::new()),
             policy: Arc::new(policy::Current::new(policy)),
             drain: drain_rx,
