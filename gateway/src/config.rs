@@ -20,7 +20,7 @@ use std::time::Duration;
 pub use value::Value;
 
 use crate::target::DEFAULT_SUFFIX;
-use crate::upstream::Address;
+use crate::upstream::{Address, Preference};
 
 /// The largest `max_header_list_size` accepted (1 MiB).
 pub const MAX_HEADER_LIST_SIZE_LIMIT: usize = 1024 * 1024;
@@ -285,6 +285,9 @@ keys! {
     response_timeout: Option<Duration> = None, check validate::positive_if_set;
     /// Per-target response deadlines (`name:port` → duration), overriding `response_timeout`.
     response_timeouts: BTreeMap<String, Duration> = BTreeMap::new();
+    /// Per-target HTTP version upstream (`name:port` → `auto`, `http1` or `http2`): `auto` takes
+    /// the endpoint's hint, else what it was learned to speak, else the request's own version.
+    upstream_protocol: BTreeMap<String, Preference> = BTreeMap::new();
     /// Keep HTTP/1 header-name case end to end (legacy peers depend on it).
     preserve_header_case: bool = true;
     /// Whether HTTP/1.1 `CONNECT` is tunnelled to the target (else 405).

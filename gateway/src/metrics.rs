@@ -66,6 +66,9 @@ pub struct Metrics {
     pub pool_idle: Family<AuthorityLabels, Gauge>,
     /// `outbound_connect_errors_total{authority,reason}`.
     pub connect_errors: Tracked<ConnectErrorLabels, Counter>,
+    /// `outbound_http_version_fallbacks_total{authority,speaks}`: endpoints found to speak only
+    /// the other HTTP version.
+    pub version_fallbacks: Tracked<FallbackLabels, Counter>,
     /// `outbound_connection_wait_ms`: time a request waited for an upstream connection.
     pub connection_wait: Histogram,
     /// `gateway_requests_shed_total`: requests refused by the in-flight limit.
@@ -123,6 +126,7 @@ impl Metrics {
         let endpoints = Family::default();
         let pool_idle = Family::default();
         let connect_errors = Family::default();
+        let version_fallbacks = Family::default();
         let connection_wait = latency_histogram();
         let shed = Counter::default();
         let tcp_errors = Family::default();
@@ -202,6 +206,11 @@ impl Metrics {
             connect_errors.clone(),
         );
         r.register(
+            "outbound_http_version_fallbacks",
+            "Endpoints found to speak only the other HTTP version (the request went again in it)",
+            version_fallbacks.clone(),
+        );
+        r.register(
             "outbound_connection_wait_ms",
             "Time a request waited for an upstream connection, in milliseconds",
             connection_wait.clone(),
@@ -275,6 +284,7 @@ impl Metrics {
             endpoints,
             pool_idle,
             connect_errors: Tracked::new(connect_errors, &clock),
+            version_fallbacks: Tracked::new(version_fallbacks, &clock),
             connection_wait,
             shed,
             tcp_errors,
@@ -314,6 +324,7 @@ impl Metrics {
             + self.http_authz_deny.evict(cutoff, |_| false)
             + self.ejections.evict(cutoff, |_| false)
             + self.connect_errors.evict(cutoff, |_| false)
+            + self.version_fallbacks.evict(cutoff, |_| false)
             + self.tcp_authz_deny.evict(cutoff, |_| false)
             + self.tcp_close.evict(cutoff, |l| open(&l.tcp))
             + self.tcp_open.evict(cutoff, open)
@@ -394,6 +405,16 @@ impl Metrics {
         self.ejections
             .get(&AuthorityLabels {
                 authority: authority.clone(),
+            })
+            .inc();
+    }
+
+    /// Counts an endpoint found to speak only `speaks` (`http1`, `http2`).
+    pub fn version_fallback(&self, authority: &Label, speaks: &'static str) {
+        self.version_fallbacks
+            .get(&FallbackLabels {
+                authority: authority.clone(),
+                speaks,
             })
             .inc();
     }

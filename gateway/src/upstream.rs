@@ -14,9 +14,11 @@
 
 mod address;
 pub mod balance;
+mod body;
 mod connect;
 pub mod discover;
 mod pool;
+pub mod version;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,24 +27,27 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use address::{Address, Hint};
 pub use balance::{Balancer, Endpoint};
+pub use body::Body;
 pub use connect::{ClientTls, Io, TlsRefusal};
 pub use discover::Resolver;
 use pool::Conn;
 pub use pool::buffer_for;
+pub use version::{Needs, Preference, Untranslatable, Wire};
+use version::{Sniff, Sniffed};
 
 use crate::metrics::{AuthorityLabels, ConnectErrorLabels, Label, Metered, Metrics, TcpLabels};
 use crate::target::Target;
 use crate::transport_header::SessionProtocol;
 
 /// How the upstream side behaves.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Deadline for one TCP connect.
     pub connect_timeout: Duration,
@@ -52,6 +57,8 @@ pub struct Options {
     pub preserve_header_case: bool,
     /// Largest response header section accepted (HTTP/1 buffer, HTTP/2 header list).
     pub max_header_list_size: usize,
+    /// Per-target HTTP version overrides, by lower-case `name:port`.
+    pub protocols: HashMap<String, Preference>,
 }
 
 /// Why an upstream connection could not be made.
@@ -116,6 +123,18 @@ pub enum Error {
     /// and its sources `: `-separated.
     #[error("upstream: {0}")]
     Exchange(String),
+    /// The request cannot go in the only HTTP version the endpoint speaks.
+    #[error(transparent)]
+    Untranslatable(#[from] Untranslatable),
+}
+
+/// How a target is named upstream: the URI authority (HTTP/2) and `Host` (HTTP/1).
+#[derive(Clone, Debug)]
+pub struct Names {
+    /// `name:port`.
+    pub authority: http::uri::Authority,
+    /// `Host` (the name alone for port 80).
+    pub host: http::HeaderValue,
 }
 
 impl Error {
@@ -176,8 +195,15 @@ impl Upstream {
                 let labels = AuthorityLabels {
                     authority: Label(target.authority().clone()),
                 };
+                let preference = self
+                    .options
+                    .protocols
+                    .get(&**target.authority())
+                    .copied()
+                    .unwrap_or_default();
                 Arc::new(Balancer::new(
                     target,
+                    preference,
                     self.metrics.endpoints.get_or_create_owned(&labels),
                     self.metrics.pool_idle.get_or_create_owned(&labels),
                 ))
@@ -185,22 +211,25 @@ impl Upstream {
             .clone()
     }
 
-    /// Sends `req` to one of the balancer's endpoints over HTTP/1.1 or HTTP/2 (prior knowledge).
-    /// For HTTP/1 the request URI must be in origin form; for HTTP/2 absolute.
+    /// Sends `req` to one of the balancer's endpoints in the HTTP version that endpoint takes
+    /// (`version` module): `req` has lost its hop-by-hop headers and is rewritten here for the
+    /// version chosen, with `names` for its URI and `Host`.
     ///
     /// # Errors
-    /// Resolution, connect (after one retry on another endpoint) or the exchange itself.
+    /// Resolution, connect (after one retry on another endpoint), a request the endpoint's only
+    /// version cannot carry, or the exchange itself.
     pub async fn send(
         &self,
         balancer: &Balancer,
         req: Request<Incoming>,
-        use_http2: bool,
+        needs: Needs,
+        names: &Names,
     ) -> Result<Response<Incoming>, Error> {
         let waited = Instant::now();
         self.refresh(balancer).await?;
-        let (endpoint, conn) = self
+        let (endpoint, (wire, conn)) = self
             .with_retry(balancer, |endpoint| async move {
-                self.conn(balancer, &endpoint, use_http2).await
+                self.conn(balancer, &endpoint, needs).await
             })
             .await?;
         self.metrics
@@ -208,26 +237,40 @@ impl Upstream {
             .observe(waited.elapsed().as_secs_f64() * 1000.0);
         let pending = endpoint.start_request();
         let start = Instant::now();
+        let meshed = endpoint.address.identity.is_some();
+        let (mut parts, body) = req.into_parts();
+        version::shape(&mut parts, wire, &names.authority, &names.host, meshed)
+            .map_err(|_| Error::Exchange("a checked target does not make a URI".to_owned()))?;
         let result = match conn {
-            Conn::Http1(send) => self.send_http1(balancer, &endpoint, send, req).await,
+            Conn::Http1(send, None) => {
+                let req = Request::from_parts(parts, Body::direct(body));
+                self.send_http1(balancer, &endpoint, send, req).await
+            }
+            Conn::Http1(send, Some(sniffed)) => {
+                self.probe_http1(balancer, &endpoint, send, &sniffed, parts, body, names)
+                    .await
+            }
             Conn::Http2(mut send) => send
-                .send_request(req)
+                .send_request(Request::from_parts(parts, Body::direct(body)))
                 .await
                 .map_err(|e| Error::exchange(&e)),
         };
         drop(pending);
-        if result.is_ok() {
-            endpoint.observe(start.elapsed());
+        let mut response = result?;
+        endpoint.observe(start.elapsed());
+        if wire == Wire::Http2 && needs.version != http::Version::HTTP_2 {
+            // The pod's proxy says which HTTP/1 version answered; the caller gets its own back.
+            response.headers_mut().remove(&version::L5D_ORIG_PROTO);
         }
-        result
+        Ok(response)
     }
 
     async fn send_http1(
         &self,
         balancer: &Balancer,
         endpoint: &Arc<Endpoint>,
-        mut send: http1::SendRequest<Incoming>,
-        req: Request<Incoming>,
+        mut send: http1::SendRequest<Body>,
+        req: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
         let exchange = |e: hyper::Error| Error::exchange(&e);
         let response = match send.try_send_request(req).await {
@@ -247,6 +290,67 @@ impl Upstream {
         // Ready again once this response's body has been read; idle until then.
         endpoint.pool.put_idle(send, &balancer.idle_count);
         Ok(response)
+    }
+
+    /// The first HTTP/1 request on a new connection to an endpoint not yet seen to answer
+    /// HTTP/1: its body is taped, and when the endpoint turns out to speak only HTTP/2 (it
+    /// answered with a SETTINGS frame, never parsing the request) it goes again as HTTP/2.
+    #[allow(clippy::too_many_arguments)]
+    async fn probe_http1(
+        &self,
+        balancer: &Balancer,
+        endpoint: &Arc<Endpoint>,
+        mut send: http1::SendRequest<Body>,
+        sniffed: &Sniffed,
+        parts: http::request::Parts,
+        body: Incoming,
+        names: &Names,
+    ) -> Result<Response<Incoming>, Error> {
+        let mut again = http::Request::new(());
+        *again.method_mut() = parts.method.clone();
+        *again.uri_mut() = parts.uri.clone();
+        *again.version_mut() = parts.version;
+        *again.headers_mut() = parts.headers.clone();
+        let (taped, replay) = Body::taped(body);
+        let error = match send.send_request(Request::from_parts(parts, taped)).await {
+            Ok(response) => {
+                endpoint.learned.answered(Wire::Http1);
+                endpoint.pool.put_idle(send, &balancer.idle_count);
+                return Ok(response);
+            }
+            Err(e) => e,
+        };
+        let Some(first) = sniffed.get() else {
+            return Err(Error::exchange(&error));
+        };
+        if version::fallback(Wire::Http1, first) != Some(Wire::Http2) {
+            return Err(Error::exchange(&error));
+        }
+        self.fell_back(balancer, endpoint, Wire::Http2);
+        let body = replay.again().ok_or_else(|| {
+            Error::Exchange(format!(
+                "the service speaks only HTTP/2 and the request body was over {} KiB to send again",
+                body::TAPE_LIMIT / 1024
+            ))
+        })?;
+        let (mut parts, ()) = again.into_parts();
+        version::shape(
+            &mut parts,
+            Wire::Http2,
+            &names.authority,
+            &names.host,
+            false,
+        )
+        .map_err(|_| Error::Exchange("a checked target does not make a URI".to_owned()))?;
+        let mut send = self
+            .http2_conn(balancer, endpoint, false)
+            .await?
+            .ok_or_else(|| {
+                Error::Exchange("the service answered neither HTTP/1 nor HTTP/2".to_owned())
+            })?;
+        send.send_request(Request::from_parts(parts, body))
+            .await
+            .map_err(|e| Error::exchange(&e))
     }
 
     /// A byte stream to one of the balancer's endpoints (opaque sessions, CONNECT): TCP, or mTLS
@@ -303,41 +407,122 @@ impl Upstream {
         }
     }
 
+    /// A connection to `endpoint` for a request with `needs`, in the version it takes.
     async fn conn(
         &self,
         balancer: &Balancer,
         endpoint: &Arc<Endpoint>,
-        use_http2: bool,
-    ) -> Result<Conn, Error> {
-        if use_http2 {
-            let mut slot = endpoint.pool.http2.lock().await;
-            if let Some((send, used)) = slot.as_mut().filter(|(s, _)| !s.is_closed()) {
-                *used = Instant::now();
-                return Ok(Conn::Http2(send.clone()));
+        needs: Needs,
+    ) -> Result<(Wire, Conn), Error> {
+        let address = &endpoint.address;
+        let choose = || {
+            version::choose(
+                needs,
+                balancer.preference,
+                address.hint,
+                address.identity.is_some(),
+                &endpoint.learned,
+                Instant::now(),
+            )
+            .map_err(Error::Untranslatable)
+        };
+        let (wire, probe) = choose()?;
+        if wire == Wire::Http2 {
+            if let Some(send) = self.http2_conn(balancer, endpoint, probe).await? {
+                return Ok((Wire::Http2, Conn::Http2(send)));
             }
-            let io = self
-                .dial(balancer, endpoint, SessionProtocol::Http2)
-                .await?;
-            let send = pool::http2_handshake(io, &self.options)
-                .await
-                .map_err(|e| Error::exchange(&e))?;
-            *slot = Some((send.clone(), Instant::now()));
-            return Ok(Conn::Http2(send));
+            // It answered the HTTP/2 preface in HTTP/1: learned; choose again.
+            self.fell_back(balancer, endpoint, Wire::Http1);
+            let (wire, _) = choose()?;
+            if wire == Wire::Http2 {
+                return Err(Error::Exchange(
+                    "the service answered the HTTP/2 preface in HTTP/1".to_owned(),
+                ));
+            }
         }
         let idle_timeout = self.options.pool_idle_timeout;
         if let Some(send) = endpoint.pool.take_idle(idle_timeout, &balancer.idle_count) {
-            return Ok(Conn::Http1(send));
+            return Ok((Wire::Http1, Conn::Http1(send, None)));
         }
-        let mut send = self.http1_conn(balancer, endpoint).await?;
-        send.ready().await.map_err(|e| Error::exchange(&e))?;
-        Ok(Conn::Http1(send))
+        let probe = probe && endpoint.learned.only(Instant::now()).is_none();
+        let exchange = |e: hyper::Error| Error::exchange(&e);
+        let io = self
+            .dial(balancer, endpoint, SessionProtocol::Http1)
+            .await?;
+        let (mut send, sniffed) = if probe && !io.get_ref().is_tls() {
+            let (io, sniffed) = Sniff::new(io);
+            let send = pool::http1_handshake(io, &self.options)
+                .await
+                .map_err(exchange)?;
+            (send, Some(sniffed))
+        } else {
+            let send = pool::http1_handshake(io, &self.options)
+                .await
+                .map_err(exchange)?;
+            (send, None)
+        };
+        send.ready().await.map_err(exchange)?;
+        Ok((Wire::Http1, Conn::Http1(send, sniffed)))
+    }
+
+    /// The endpoint's HTTP/2 connection, made when there is none; `probe`: a new plaintext
+    /// connection first waits for the endpoint's first bytes, and `None` means it answered in
+    /// HTTP/1 (or closed) — it speaks only HTTP/1.
+    async fn http2_conn(
+        &self,
+        balancer: &Balancer,
+        endpoint: &Arc<Endpoint>,
+        probe: bool,
+    ) -> Result<Option<http2::SendRequest<Body>>, Error> {
+        let mut slot = endpoint.pool.http2.lock().await;
+        if let Some((send, used)) = slot.as_mut().filter(|(s, _)| !s.is_closed()) {
+            *used = Instant::now();
+            return Ok(Some(send.clone()));
+        }
+        let exchange = |e: hyper::Error| Error::exchange(&e);
+        let io = self
+            .dial(balancer, endpoint, SessionProtocol::Http2)
+            .await?;
+        let send = if probe && !io.get_ref().is_tls() {
+            let (io, sniffed) = Sniff::new(io);
+            let send = pool::http2_handshake(io, &self.options)
+                .await
+                .map_err(exchange)?;
+            // An HTTP/2 server sends its SETTINGS at once; an HTTP/1 one answers the preface
+            // with a 4xx/5xx status line or closes.
+            match sniffed.wait(self.options.connect_timeout).await {
+                Some(first) if version::fallback(Wire::Http2, first).is_some() => return Ok(None),
+                Some(version::First::Http2) => endpoint.learned.answered(Wire::Http2),
+                _ => {}
+            }
+            send
+        } else {
+            pool::http2_handshake(io, &self.options)
+                .await
+                .map_err(exchange)?
+        };
+        *slot = Some((send.clone(), Instant::now()));
+        Ok(Some(send))
+    }
+
+    /// Records that `endpoint` speaks only `wire`: remembered, counted, logged.
+    fn fell_back(&self, balancer: &Balancer, endpoint: &Endpoint, wire: Wire) {
+        endpoint.learned.speaks_only(wire, Instant::now());
+        self.metrics
+            .version_fallback(&balancer.authority, wire.label());
+        tracing::info!(
+            target = &*balancer.authority.0,
+            addr = %endpoint.address.addr,
+            speaks = wire.label(),
+            "endpoint speaks only one HTTP version; remembered"
+        );
     }
 
     async fn http1_conn(
         &self,
         balancer: &Balancer,
         endpoint: &Arc<Endpoint>,
-    ) -> Result<http1::SendRequest<Incoming>, Error> {
+    ) -> Result<http1::SendRequest<Body>, Error> {
         let io = self
             .dial(balancer, endpoint, SessionProtocol::Http1)
             .await?;

@@ -104,6 +104,15 @@ impl Config {
                 ));
             }
         }
+        for name in self.upstream_protocol.keys() {
+            if let Some(suffixes) = &suffixes
+                && Target::parse(name, suffixes).is_err()
+            {
+                problems.push(format!(
+                    "upstream_protocol: {name:?} is not a usable target"
+                ));
+            }
+        }
         Problems(problems)
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_norway::{Mapping, Value as Yaml};
 
 use super::LogFormat;
-use crate::upstream::Address;
+use crate::upstream::{Address, Preference};
 
 /// A configuration value's type.
 pub trait Value: Sized {
@@ -329,26 +329,63 @@ impl Value for BTreeMap<String, Duration> {
     const FORM: &'static str =
         "NAME:PORT=DURATION pairs (in YAML, a map of NAME:PORT to a duration)";
     fn from_text(text: &str) -> Result<Self, String> {
-        pairs(text)?
-            .into_iter()
-            .map(|(name, d)| Ok((name.to_owned(), Duration::from_text(d)?)))
-            .collect()
+        per_target_from_text(text)
     }
     fn from_yaml(value: Yaml) -> Result<Self, String> {
-        mapping(value)?
-            .into_iter()
-            .map(|(name, d)| {
-                Duration::from_yaml(d)
-                    .map(|d| (name.clone(), d))
-                    .map_err(|e| format!("{name:?}: {e}"))
-            })
-            .collect()
+        per_target_from_yaml(value)
     }
     fn to_yaml(&self) -> Yaml {
-        let mut map = Mapping::new();
-        for (name, d) in self {
-            map.insert(Yaml::String(name.clone()), d.to_yaml());
-        }
-        Yaml::Mapping(map)
+        per_target_to_yaml(self)
     }
+}
+
+/// Per-target HTTP versions upstream: `NAME:PORT` → `auto`, `http1` or `http2`.
+impl Value for BTreeMap<String, Preference> {
+    const FORM: &'static str =
+        "NAME:PORT=auto|http1|http2 pairs (in YAML, a map of NAME:PORT to auto, http1 or http2)";
+    fn from_text(text: &str) -> Result<Self, String> {
+        per_target_from_text(text)
+    }
+    fn from_yaml(value: Yaml) -> Result<Self, String> {
+        per_target_from_yaml(value)
+    }
+    fn to_yaml(&self) -> Yaml {
+        per_target_to_yaml(self)
+    }
+}
+
+impl Value for Preference {
+    const FORM: &'static str = "auto, http1 or http2";
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.trim().parse()
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::String(self.as_str().to_owned())
+    }
+}
+
+fn per_target_from_text<V: Value>(text: &str) -> Result<BTreeMap<String, V>, String> {
+    pairs(text)?
+        .into_iter()
+        .map(|(name, v)| Ok((name.to_owned(), V::from_text(v)?)))
+        .collect()
+}
+
+fn per_target_from_yaml<V: Value>(value: Yaml) -> Result<BTreeMap<String, V>, String> {
+    mapping(value)?
+        .into_iter()
+        .map(|(name, v)| {
+            V::from_yaml(v)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| format!("{name:?}: {e}"))
+        })
+        .collect()
+}
+
+fn per_target_to_yaml<V: Value>(map: &BTreeMap<String, V>) -> Yaml {
+    let mut out = Mapping::new();
+    for (name, v) in map {
+        out.insert(Yaml::String(name.clone()), v.to_yaml());
+    }
+    Yaml::Mapping(out)
 }

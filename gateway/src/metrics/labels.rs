@@ -248,8 +248,17 @@ pub struct AuthorityLabels {
 pub struct ConnectErrorLabels {
     /// `name:port`.
     pub authority: Label,
-    /// `refused` or `timeout`.
+    /// `refused`, `timeout`, `unresolved`, or a `tls_*` refusal.
     pub reason: &'static str,
+}
+
+/// Labels of `outbound_http_version_fallbacks_total`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FallbackLabels {
+    /// `name:port`.
+    pub authority: Label,
+    /// The version the endpoint speaks only: `http1` or `http2`.
+    pub speaks: &'static str,
 }
 
 /// Labels of `inbound_{http,tcp}_authz_deny_total`.

@@ -124,6 +124,11 @@ impl Shared {
                 pool_idle_timeout: config.pool_idle_timeout,
                 preserve_header_case: config.preserve_header_case,
                 max_header_list_size: config.max_header_list_size,
+                protocols: config
+                    .upstream_protocol
+                    .iter()
+                    .map(|(name, p)| (name.to_ascii_lowercase(), *p))
+                    .collect(),
             },
             handles.upstream_tls,
             handles.metrics.clone(),

@@ -66,6 +66,9 @@ pub enum Error {
     /// The upstream connection failed after the request was sent (reset, EOF, protocol error).
     #[error("upstream: {0}")]
     Upstream(String),
+    /// The request cannot go in the only HTTP version the service speaks (nothing was sent).
+    #[error("{0}")]
+    Untranslatable(&'static str),
     /// The downstream HTTP connection failed (protocol violation, I/O) — hyper's error.
     #[error("downstream HTTP: {0}")]
     Http(Box<dyn std::error::Error + Send + Sync>),
@@ -99,7 +102,10 @@ impl Error {
             Error::Connect(ConnectError::Resolve(
                 discover::Error::NxDomain(_) | discover::Error::NoEndpoints(_),
             )) => Blame::Downstream,
-            Error::ResponseTimeout(_) | Error::Connect(_) | Error::Upstream(_) => Blame::Upstream,
+            Error::ResponseTimeout(_)
+            | Error::Connect(_)
+            | Error::Upstream(_)
+            | Error::Untranslatable(_) => Blame::Upstream,
             Error::Local(_) => Blame::Local,
         }
     }
@@ -124,6 +130,7 @@ impl Error {
             Error::Connect(ConnectError::Timeout(_)) => "connect_timeout",
             Error::Connect(ConnectError::Tls { reason, .. }) => reason.label(),
             Error::Upstream(_) => "upstream_io",
+            Error::Untranslatable(_) => "untranslatable",
             Error::Http(_) => "downstream_http",
             Error::Io(_) => "io",
             Error::Local(_) => "internal",
@@ -220,7 +227,8 @@ impl Error {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Error::Connect(ConnectError::Refused { .. } | ConnectError::Tls { .. })
-            | Error::Upstream(_) => StatusCode::BAD_GATEWAY,
+            | Error::Upstream(_)
+            | Error::Untranslatable(_) => StatusCode::BAD_GATEWAY,
             Error::Handshake { .. }
             | Error::TransportHeader(_)
             | Error::TransportHeaderTimeout
@@ -278,6 +286,7 @@ impl From<crate::upstream::Error> for Error {
         match error {
             crate::upstream::Error::Connect(e) => Error::Connect(e),
             crate::upstream::Error::Exchange(text) => Error::Upstream(text),
+            crate::upstream::Error::Untranslatable(e) => Error::Untranslatable(e.0),
         }
     }
 }

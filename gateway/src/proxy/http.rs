@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONNECTION, FORWARDED, HOST, HeaderName, UPGRADE};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -28,7 +28,7 @@ use super::route::{self, Source};
 use crate::control::policy;
 use crate::metrics::{Allowed, Label, RouteCache};
 use crate::target::Target;
-use crate::upstream::Balancer;
+use crate::upstream::{Balancer, Names, Needs};
 
 mod respond;
 mod rewrite;
@@ -50,7 +50,9 @@ pub static L5D_PROXY_ERROR: HeaderName = HeaderName::from_static("l5d-proxy-erro
 /// Set to `close` when the gateway closes the downstream connection after an error.
 pub static L5D_PROXY_CONNECTION: HeaderName = HeaderName::from_static("l5d-proxy-connection");
 /// The HTTP/1 version a Linkerd proxy upgraded a request from (spec §6.2).
-pub static L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
+pub use crate::upstream::version::L5D_ORIG_PROTO;
+/// The target's logical `name:port`, set upstream as Linkerd's gateway does.
+pub static L5D_DST_CANONICAL: HeaderName = HeaderName::from_static("l5d-dst-canonical");
 
 /// How the requests of a session find their target.
 #[derive(Clone, Debug)]
@@ -66,10 +68,10 @@ const MAX_HEADERS: usize = 200;
 
 /// What forwarding to one target needs, computed once per session and target.
 struct Route {
-    /// `name:port` for the upstream URI (and the pool key).
-    authority: http::uri::Authority,
-    /// `Host` for HTTP/1 upstream requests (the name alone for port 80).
-    host: HeaderValue,
+    /// The URI authority and `Host` of upstream requests.
+    names: Names,
+    /// `l5d-dst-canonical`: the target's `name:port`, as Linkerd's gateway sets it.
+    canonical: HeaderValue,
     /// This gateway's `Forwarded` element for this caller and target.
     forwarded: HeaderValue,
     /// The `authority` metric label.
@@ -90,12 +92,16 @@ impl Route {
         // conversions only fail on a bug, reported as a local error rather than a panic.
         let invalid = |what: &'static str| Error::Local(what);
         Ok(Self {
-            authority: http::uri::Authority::from_maybe_shared(Bytes::copy_from_slice(
-                target.authority().as_bytes(),
-            ))
-            .map_err(|_| invalid("a checked target is not a URI authority"))?,
-            host: HeaderValue::from_str(target.host_header())
-                .map_err(|_| invalid("a checked target is not a Host value"))?,
+            names: Names {
+                authority: http::uri::Authority::from_maybe_shared(Bytes::copy_from_slice(
+                    target.authority().as_bytes(),
+                ))
+                .map_err(|_| invalid("a checked target is not a URI authority"))?,
+                host: HeaderValue::from_str(target.host_header())
+                    .map_err(|_| invalid("a checked target is not a Host value"))?,
+            },
+            canonical: HeaderValue::from_str(target.authority())
+                .map_err(|_| invalid("a checked target is not a header value"))?,
             forwarded: HeaderValue::from_str(&forwarded::element(
                 gateway,
                 peer,
@@ -347,26 +353,15 @@ impl Session {
             Version::HTTP_2 => take_orig_proto(req.headers_mut()),
             _ => None,
         };
-        let http1 = req.version() != Version::HTTP_2 || downgraded.is_some();
+        // A downgraded request is HTTP/1 again: the version upstream is chosen per endpoint.
+        if let Some(version) = downgraded {
+            *req.version_mut() = version;
+        }
         // An HTTP/1.1 `Upgrade` (WebSocket): the two hop-by-hop headers that ask for it go on.
         let upgrade = (req.version() == Version::HTTP_11)
             .then(|| upgrade_protocol(req.headers()))
             .flatten();
         let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-        let mut parts = http::uri::Parts::default();
-        if !http1 {
-            // HTTP/2 sends the target as `:authority`; HTTP/1 uses origin form and `Host`.
-            parts.scheme = Some(http::uri::Scheme::HTTP);
-            parts.authority = Some(route.authority.clone());
-        }
-        parts.path_and_query = Some(
-            req.uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        );
-        *req.uri_mut() = Uri::from_parts(parts)
-            .map_err(|_| Error::Local("a checked route does not make an upstream URI"))?;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         headers.remove(&L5D_DST_OVERRIDE);
@@ -374,18 +369,16 @@ impl Session {
             headers.insert(&L5D_CLIENT_ID, id.clone());
         }
         headers.append(FORWARDED, route.forwarded.clone());
+        headers.insert(&L5D_DST_CANONICAL, route.canonical.clone());
         if let Some(protocol) = &upgrade {
             headers.insert(UPGRADE, protocol.clone());
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        let upstream = &self.shared.upstream;
-        if http1 {
-            headers.insert(HOST, route.host.clone());
-            *req.version_mut() = downgraded.unwrap_or(Version::HTTP_11);
-        } else {
-            headers.remove(HOST);
-        }
-        let sent = upstream.send(&route.balancer, req, !http1);
+        let needs = Needs::of(req.version(), req.headers(), upgrade.is_some());
+        let sent = self
+            .shared
+            .upstream
+            .send(&route.balancer, req, needs, &route.names);
         let mut response = match route.response_timeout {
             Some(deadline) => tokio::time::timeout(deadline, sent)
                 .await

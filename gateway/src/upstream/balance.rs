@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::discover::{self, Endpoints};
 use super::pool::Pool;
+use super::version::{Learned, Preference};
 use super::{Address, ConnectError};
 use crate::metrics::Label;
 use crate::target::Target;
@@ -33,6 +34,8 @@ const EJECT_MAX: Duration = Duration::from_secs(60);
 pub struct Balancer {
     target: Target,
     pub(super) authority: Label,
+    /// The target's `upstream_protocol`.
+    pub(super) preference: Preference,
     state: Mutex<BalancerState>,
     /// `outbound_endpoints{authority}`.
     endpoint_count: Gauge,
@@ -57,6 +60,8 @@ pub struct Endpoint {
     ejection: Mutex<Ejection>,
     /// Its connections.
     pub(super) pool: Pool,
+    /// What HTTP versions it was seen to speak.
+    pub(super) learned: Learned,
 }
 
 struct PeakEwma {
@@ -79,10 +84,16 @@ impl Balancer {
     }
 
     /// A balancer of `target` with no endpoints yet (the first request resolves them).
-    pub(super) fn new(target: &Target, endpoint_count: Gauge, idle_count: Gauge) -> Self {
+    pub(super) fn new(
+        target: &Target,
+        preference: Preference,
+        endpoint_count: Gauge,
+        idle_count: Gauge,
+    ) -> Self {
         Self {
             target: target.clone(),
             authority: Label(target.authority().clone()),
+            preference,
             state: Mutex::new(BalancerState {
                 from: None,
                 until: None,
@@ -193,6 +204,7 @@ impl Endpoint {
             }),
             ejection: Mutex::new(Ejection::default()),
             pool: Pool::default(),
+            learned: Learned::default(),
         }
     }
 
@@ -278,7 +290,12 @@ mod tests {
             &crate::target::Suffixes::default(),
         )
         .unwrap();
-        let b = Balancer::new(&target, Gauge::default(), Gauge::default());
+        let b = Balancer::new(
+            &target,
+            Preference::Auto,
+            Gauge::default(),
+            Gauge::default(),
+        );
         let endpoints: Endpoints = addrs
             .iter()
             .map(|a| Address::plain(a.parse().unwrap()))

@@ -2,10 +2,9 @@
 //! dropped after `pool_idle_timeout`) and one multiplexed HTTP/2 connection, and the client
 //! handshakes that make them. Choosing the endpoint is `balance`'s; dialling it `connect`'s.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::Options;
+use super::body::Body;
+use super::version::Sniffed;
 
 /// Most idle HTTP/1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
@@ -25,18 +26,19 @@ pub fn buffer_for(max_header_list_size: usize) -> usize {
 
 /// A connection ready for one request.
 pub(super) enum Conn {
-    /// A pooled or new HTTP/1.1 connection, taken out of the pool for the request.
-    Http1(http1::SendRequest<Incoming>),
+    /// A pooled or new HTTP/1.1 connection, taken out of the pool for the request; a new one
+    /// that probes whether the endpoint speaks HTTP/1 carries what it reads first.
+    Http1(http1::SendRequest<Body>, Option<Arc<Sniffed>>),
     /// A handle on the endpoint's shared HTTP/2 connection.
-    Http2(http2::SendRequest<Incoming>),
+    Http2(http2::SendRequest<Body>),
 }
 
 /// One endpoint's connections.
 #[derive(Default)]
 pub(super) struct Pool {
-    idle: Mutex<Vec<(http1::SendRequest<Incoming>, Instant)>>,
+    idle: Mutex<Vec<(http1::SendRequest<Body>, Instant)>>,
     /// The multiplexed HTTP/2 connection and when it was last handed out.
-    pub(super) http2: tokio::sync::Mutex<Option<(http2::SendRequest<Incoming>, Instant)>>,
+    pub(super) http2: tokio::sync::Mutex<Option<(http2::SendRequest<Body>, Instant)>>,
 }
 
 impl Pool {
@@ -77,7 +79,7 @@ impl Pool {
         &self,
         max_idle: Duration,
         count: &Gauge,
-    ) -> Option<http1::SendRequest<Incoming>> {
+    ) -> Option<http1::SendRequest<Body>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         drop_expired(&mut idle, max_idle, count);
         // Newest first (warmest); busy ones (a response body still streaming) stay, closed
@@ -99,7 +101,7 @@ impl Pool {
     }
 
     /// Returns a connection to the pool (it is ready again once its response body was read).
-    pub(super) fn put_idle(&self, send: http1::SendRequest<Incoming>, count: &Gauge) {
+    pub(super) fn put_idle(&self, send: http1::SendRequest<Body>, count: &Gauge) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
             idle.push((send, Instant::now()));
@@ -110,7 +112,7 @@ impl Pool {
 
 /// Drops the entries idle for `max_idle` or longer: the oldest, at the front.
 fn drop_expired(
-    idle: &mut Vec<(http1::SendRequest<Incoming>, Instant)>,
+    idle: &mut Vec<(http1::SendRequest<Body>, Instant)>,
     max_idle: Duration,
     count: &Gauge,
 ) -> usize {
@@ -129,7 +131,7 @@ fn drop_expired(
 pub(super) async fn http1_handshake<IO>(
     io: IO,
     options: &Options,
-) -> hyper::Result<http1::SendRequest<Incoming>>
+) -> hyper::Result<http1::SendRequest<Body>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -146,7 +148,7 @@ where
 pub(super) async fn http2_handshake<IO>(
     io: IO,
     options: &Options,
-) -> hyper::Result<http2::SendRequest<Incoming>>
+) -> hyper::Result<http2::SendRequest<Body>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
