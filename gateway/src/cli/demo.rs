@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 mod backend;
 mod pod;
 
-pub use backend::Backend;
+pub use backend::{Backend, Speaks};
 pub use pod::{MeshedPod, PodPort, Seen};
 
 use crate::app;

@@ -17,6 +17,17 @@ use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 
+/// What a backend speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Speaks {
+    /// HTTP/1 and HTTP/2 (prior knowledge), detected per connection.
+    Both,
+    /// HTTP/1 only.
+    Http1,
+    /// HTTP/2 (h2c, prior knowledge) only.
+    H2c,
+}
+
 /// A local HTTP/1 + HTTP/2 service: `GET` answers `<name> <method> <path>` and echoes what the
 /// gateway set in `x-seen-*` headers; any request with a body gets the body streamed back.
 pub struct Backend {
@@ -39,14 +50,42 @@ impl Backend {
     /// # Errors
     /// When it cannot bind.
     pub async fn start_on(addr: SocketAddr, name: &'static str) -> std::io::Result<Self> {
+        Self::start_speaking(addr, name, Speaks::Both).await
+    }
+
+    /// Starts a backend on `addr` that speaks only what `speaks` says (an HTTP/1-only or an
+    /// h2c-only service answers the other version as such servers do).
+    ///
+    /// # Errors
+    /// When it cannot bind.
+    pub async fn start_speaking(
+        addr: SocketAddr,
+        name: &'static str,
+        speaks: Speaks,
+    ) -> std::io::Result<Self> {
         Self::spawn_on(addr, move |tcp| async move {
             let service =
                 service_fn(move |req| async move { Ok::<_, Infallible>(answer(name, req)) });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
+            let io = TokioIo::new(tcp);
             // Large headers are the gateway's to limit, not the backend's.
-            builder.http1().max_buf_size(4 << 20);
-            builder.http2().max_header_list_size(4 << 20);
-            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+            let _ = match speaks {
+                Speaks::Both => {
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder.http1().max_buf_size(4 << 20);
+                    builder.http2().max_header_list_size(4 << 20);
+                    builder.serve_connection(io, service).await
+                }
+                Speaks::Http1 => hyper::server::conn::http1::Builder::new()
+                    .max_buf_size(4 << 20)
+                    .serve_connection(io, service)
+                    .await
+                    .map_err(Into::into),
+                Speaks::H2c => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_header_list_size(4 << 20)
+                    .serve_connection(io, service)
+                    .await
+                    .map_err(Into::into),
+            };
         })
         .await
     }
@@ -108,6 +147,7 @@ fn answer(name: &str, req: Request<Incoming>) -> Response<BoxBody<Bytes, hyper::
         "host",
         "l5d-dst-override",
         "l5d-orig-proto",
+        "l5d-dst-canonical",
     ] {
         let values: Vec<&str> = req
             .headers()
