@@ -395,3 +395,18 @@ fn bad_flag_values_exit_64_naming_every_flag_with_its_form() {
         ],
     );
 }
+
+#[test]
+fn the_demo_walks_every_step_and_reaches_its_meshed_service_over_mtls() {
+    let out = meshgate().arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_mentions(
+        &stdout,
+        &[
+            "demo: every step behaved as expected",
+            "pod proxy: 1 mTLS connection(s), caller linkerd-gateway.linkerd-multicluster",
+            "SNI frontend.test.serviceaccount.identity.linkerd.cluster.local",
+        ],
+    );
+}

@@ -35,6 +35,8 @@ pub const SERVICES: [&str; 2] = [
     "podinfo.test.svc.cluster.local:9898",
     "frontend.test.svc.cluster.local:8080",
 ];
+/// The identity of the meshed service's pod (`frontend`, behind a stand-in pod proxy).
+pub const POD_ID: &str = "frontend.test.serviceaccount.identity.linkerd.cluster.local";
 /// The demo's opaque TCP echo service.
 pub const ECHO_SERVICE: (&str, u16) = ("echo.test.svc.cluster.local", 7777);
 
@@ -50,6 +52,8 @@ pub struct DemoPki {
     pub gateway: Issued,
     /// The trusted caller's leaf.
     pub client: Issued,
+    /// The meshed service's pod leaf.
+    pub pod: Issued,
     /// A caller under a foreign trust anchor.
     pub foreign: Issued,
     /// The foreign caller's trust anchor.
@@ -76,6 +80,7 @@ impl DemoPki {
         };
         let gateway = leaf(&issuer, GATEWAY_ID)?;
         let client = leaf(&issuer, CLIENT_ID)?;
+        let pod = leaf(&issuer, POD_ID)?;
         let foreign_root = Ca::root("root.other-mesh.example", Validity::from_now(365 * DAY))?;
         let foreign = leaf(&foreign_root, "intruder.other-mesh.example")?;
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -103,6 +108,7 @@ impl DemoPki {
             anchors,
             gateway,
             client,
+            pod,
             foreign,
             foreign_anchors,
         })
@@ -203,6 +209,28 @@ async fn plain_steps(h2_client: &MtlsClient, h1_client: &MtlsClient) -> anyhow::
     Ok(ok)
 }
 
+/// The meshed service's pod proxy saw the gateway's identity over mTLS, with its own as SNI.
+fn meshed_step(pod: &MeshedPod) -> bool {
+    let seen = pod.seen();
+    let ok = !seen.is_empty()
+        && seen.iter().all(|s| {
+            s.client_id.as_deref() == Some(GATEWAY_ID) && s.sni.as_deref() == Some(POD_ID)
+        });
+    println!(
+        "  {}  {}'s pod proxy: {} mTLS connection(s), caller {}, SNI {}",
+        if ok { "ok " } else { "ERR" },
+        SERVICES[1],
+        seen.len(),
+        seen.first()
+            .and_then(|s| s.client_id.as_deref())
+            .unwrap_or("none"),
+        seen.first()
+            .and_then(|s| s.sni.as_deref())
+            .unwrap_or("none"),
+    );
+    ok
+}
+
 /// A caller whose certificate chains to another trust anchor is refused at the handshake.
 async fn refused_step(intruder: &MtlsClient) -> anyhow::Result<bool> {
     let outcome = match intruder.http1().await {
@@ -238,6 +266,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let pki = DemoPki::create(&dir)?;
     let podinfo = Backend::start("podinfo").await?;
     let frontend = Backend::start("frontend").await?;
+    // `frontend` is meshed: its pod's proxy (a stand-in) terminates mTLS as POD_ID.
+    let pod = MeshedPod::start(
+        &pki.pod.credentials(&pki.anchors)?,
+        &pki.anchors,
+        PodPort::App,
+        frontend.addr,
+    )
+    .await?;
     let echo = Backend::start_tcp_echo().await?;
     let mut config = Config {
         listen: options.listen,
@@ -250,9 +286,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     config
         .endpoints
         .insert(SERVICES[0].to_owned(), vec![podinfo.addr.into()]);
+    let mut meshed = crate::upstream::Address::meshed(pod.addr, POD_ID.parse()?);
+    meshed.hint = Some(crate::upstream::Hint::H2);
     config
         .endpoints
-        .insert(SERVICES[1].to_owned(), vec![frontend.addr.into()]);
+        .insert(SERVICES[1].to_owned(), vec![meshed]);
     let (echo_name, echo_port) = ECHO_SERVICE;
     config
         .endpoints
@@ -262,9 +300,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         "meshgate demo: gateway {} on {} (admin {})",
         bound.identity, bound.data_addr, bound.admin_addr
     );
+    println!("  services: {} -> {}", SERVICES[0], podinfo.addr);
     println!(
-        "  services: {} -> {}, {} -> {}",
-        SERVICES[0], podinfo.addr, SERVICES[1], frontend.addr
+        "            {} -> {} (meshed: mTLS to its pod proxy as {POD_ID}, h2)",
+        SERVICES[1], pod.addr
     );
     println!(
         "            {}:{} -> {} (opaque TCP echo)",
@@ -290,6 +329,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         &connect(&[tls_config::ALPN_HTTP1])?,
     )
     .await?;
+    ok &= meshed_step(&pod);
     println!("As a caller of another mesh:");
     let foreign = pki.foreign.credentials(&pki.foreign_anchors)?;
     ok &= refused_step(&MtlsClient::new(
