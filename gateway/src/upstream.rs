@@ -490,7 +490,9 @@ impl Upstream {
                 .map_err(exchange)?;
             // An HTTP/2 server sends its SETTINGS at once; an HTTP/1 one answers the preface
             // with a 4xx/5xx status line or closes.
-            match sniffed.wait(self.options.connect_timeout).await {
+            let first = sniffed.wait(self.options.connect_timeout).await;
+            tracing::debug!(addr = %endpoint.address.addr, ?first, "HTTP/2 probe");
+            match first {
                 Some(first) if version::fallback(Wire::Http2, first).is_some() => return Ok(None),
                 Some(version::First::Http2) => endpoint.learned.answered(Wire::Http2),
                 _ => {}

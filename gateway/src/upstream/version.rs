@@ -4,7 +4,7 @@
 //! 2. Else the target's `upstream_protocol` override, else the endpoint's hint (`h2`, `http1`),
 //!    else what the endpoint was learned to speak only, decides.
 //! 3. Else the request's own version is tried. When a plaintext endpoint answers the HTTP/2
-//!    preface with HTTP/1 bytes, or an HTTP/1 request with an HTTP/2 SETTINGS frame, it speaks
+//!    preface with anything but SETTINGS, or an HTTP/1 request with a SETTINGS frame, it speaks
 //!    only the other version: that is remembered for [`LEARNED_FOR`] and the request is sent
 //!    again in that version (safe: the endpoint never parsed it as a request).
 //!
@@ -223,12 +223,13 @@ pub fn choose(
     }
 }
 
-/// The version a probe showed instead of the one tried, if any.
+/// The version a probe showed instead of the one tried, if any: an answer to the HTTP/2 preface
+/// that is not a SETTINGS frame (a status line, an HTTP/0.9-style error page, a close) is not an
+/// HTTP/2 server; a SETTINGS frame in answer to an HTTP/1 request is one.
 pub fn fallback(tried: Wire, first: First) -> Option<Wire> {
     match (tried, first) {
-        (Wire::Http2, First::Http1 | First::Closed) | (Wire::Http1, First::Http2) => {
-            Some(tried.other())
-        }
+        (Wire::Http2, First::Http1 | First::Closed | First::Other)
+        | (Wire::Http1, First::Http2) => Some(tried.other()),
         _ => None,
     }
 }
@@ -391,6 +392,16 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Sniff<IO> {
             }
         }
         result
+    }
+}
+
+impl<IO> Drop for Sniff<IO> {
+    fn drop(&mut self) {
+        // Dropped before the first bytes (a write failed: the endpoint reset the connection):
+        // it ended without saying anything of its own.
+        if let Some(sniffed) = self.sniffed.take() {
+            sniffed.set(First::of(&self.head[..self.len], true));
+        }
     }
 }
 

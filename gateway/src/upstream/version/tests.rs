@@ -140,6 +140,9 @@ fn first_bytes_tell_http1_from_http2() {
     assert_eq!(First::of(&[0, 0, 6, 1, 0, 0, 0, 0, 0], false), First::Other);
     assert_eq!(fallback(Wire::Http2, First::Http1), Some(Wire::Http1));
     assert_eq!(fallback(Wire::Http2, First::Closed), Some(Wire::Http1));
+    // Python's http.server answers the preface HTTP/0.9-style: an error page, no status line.
+    assert_eq!(fallback(Wire::Http2, First::Other), Some(Wire::Http1));
+    assert_eq!(fallback(Wire::Http1, First::Other), None);
     assert_eq!(fallback(Wire::Http1, First::Http2), Some(Wire::Http2));
     assert_eq!(
         fallback(Wire::Http1, First::Closed),
@@ -275,4 +278,15 @@ proptest! {
             prop_assert!(parts.headers.get(&L5D_ORIG_PROTO).is_none());
         }
     }
+}
+
+#[tokio::test]
+async fn a_stream_dropped_before_any_byte_counts_as_closed() {
+    let (_server, client) = tokio::io::duplex(64);
+    let (sniff, sniffed) = Sniff::new(client);
+    drop(sniff);
+    assert_eq!(
+        sniffed.wait(Duration::from_secs(10)).await,
+        Some(First::Closed)
+    );
 }
