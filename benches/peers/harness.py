@@ -26,6 +26,9 @@ GATEWAY_CORE = "0"
 LOAD_CORE = 1
 SERVICE = "svc.bench.svc.cluster.local:80"
 SERVICE_H2 = "svc-h2.bench.svc.cluster.local:80"
+# The same backend behind a meshed pod: meshgate dials the pod over mTLS as its own identity.
+SERVICE_MESHED = "svc-meshed.bench.svc.cluster.local:80"
+POD_ID, POD_PORT = "pod.bench.local", 19007
 BACKEND_H1, BACKEND_H2 = 18080, 18081
 PORTS = {"meshgate": 19001, "nginx": 19002, "haproxy": 19003, "caddy": 19004, "envoy": 19005, "terminator": 19006}
 MESHGATE_ADMIN = 19101
@@ -40,6 +43,14 @@ WORKLOADS = {
     "D": ("1 MiB responses, 8 connections", ["-c", "8"], "/1m", SERVICE),
     "E": ("fixed 5,000 req/s, 64 connections, latency corrected for coordinated omission",
           ["-c", "64", "-q", "5000", "--latency-correction"], "/", SERVICE),
+}
+
+# meshgate only (the peers' configs route no meshed service): the gateway -> meshed pod hop over
+# mTLS, against A and D, whose hop is plaintext. The pod is nginx terminating mTLS (verifying the
+# gateway's certificate) in front of the same backend, on the load core.
+MESHED_WORKLOADS = {
+    "M": ("as A, the upstream hop mTLS to a meshed pod", ["-c", "64"], "/", SERVICE_MESHED),
+    "MD": ("as D, the upstream hop mTLS to a meshed pod", ["-c", "8"], "/1m", SERVICE_MESHED),
 }
 
 
@@ -75,6 +86,7 @@ def make_pki(d: Path):
     sign("issuer", "root", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n")
     leaf = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"
     for name, issuer, sans in [("gateway", "issuer", "DNS:gateway.bench.local,IP:127.0.0.1"),
+                               ("pod", "issuer", f"DNS:{POD_ID}"),
                                ("client", "issuer", "DNS:client.bench.local"),
                                ("foreign", "foreign-root", "DNS:intruder.other.example")]:
         key(name)
@@ -129,6 +141,17 @@ def nginx_terminator(d: Path) -> str:
     return nginx(d, "terminator", f"""
   server {{ listen 127.0.0.1:{PORTS['terminator']} ssl http2; {tls_nginx(d)}
     {ANSWERS.format(d=d)} }}""")
+
+
+def nginx_pod(d: Path) -> str:
+    """A meshed pod's proxy: mTLS as POD_ID (no ALPN), the caller's certificate verified, then the
+    backend over plaintext keep-alive."""
+    return nginx(d, "pod", f"""
+  upstream app {{ server 127.0.0.1:{BACKEND_H1}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{POD_PORT} ssl; ssl_certificate {d}/pod.chain; ssl_certificate_key {d}/pod.key;
+    ssl_client_certificate {d}/root.crt; ssl_verify_client on; ssl_verify_depth 2; ssl_protocols TLSv1.3;
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_max_temp_file_size 0; }} }}""")
 
 
 def haproxy_gateway(d: Path) -> str:
@@ -233,7 +256,7 @@ static_resources:
 
 def commands(d: Path, args) -> dict:
     """name -> (argv, env) for every gateway."""
-    files = {"backend.conf": nginx_backend(d), "nginx.conf": nginx_gateway(d), "terminator.conf": nginx_terminator(d),
+    files = {"backend.conf": nginx_backend(d), "pod.conf": nginx_pod(d), "nginx.conf": nginx_gateway(d), "terminator.conf": nginx_terminator(d),
              "haproxy.cfg": haproxy_gateway(d), "Caddyfile": caddy_gateway(d), "envoy.yaml": envoy_gateway(d)}
     for name, text in files.items():
         (d / name).write_text(text)
@@ -242,7 +265,8 @@ def commands(d: Path, args) -> dict:
                 "--key", f"{d}/gateway.key", "--trust-anchors", f"{d}/root.crt", "--log", "warn",
                 "--endpoint", f"{SERVICE}=127.0.0.1:{BACKEND_H1}",
                 # meshgate forwards HTTP/2 as HTTP/2: its HTTP/2 service is the backend's h2c port.
-                "--endpoint", f"{SERVICE_H2}=127.0.0.1:{BACKEND_H2}"]
+                "--endpoint", f"{SERVICE_H2}=127.0.0.1:{BACKEND_H2}",
+                "--endpoint", f"{SERVICE_MESHED}=127.0.0.1:{POD_PORT};identity={POD_ID}"]
     base = dict(os.environ)
     return {
         "meshgate": (meshgate, {**base, "MESHGATE_WORKERS": "1", "MESHGATE_SHUTDOWN_GRACE_PERIOD": "1s"}),
@@ -344,7 +368,7 @@ def curl_status(d: Path, port, cert=None):
 
 
 def oha(d: Path, port, workload, seconds):
-    _, opts, path, service = WORKLOADS[workload]
+    _, opts, path, service = {**WORKLOADS, **MESHED_WORKLOADS}[workload]
     argv = ["oha", "-z", f"{seconds}s", "--no-tui", "--output-format", "json", "--cert", f"{d}/client.chain",
             "--key", f"{d}/client.key", "--cacert", f"{d}/root.crt", "-H", f"l5d-dst-override: {service}",
             *opts, f"https://127.0.0.1:{port}{path}"]
@@ -415,6 +439,23 @@ def memory(d, proc, port, fresh_kib):
 
 # === report ===
 
+def meshed_hop(d, meshgate, args):
+    """A vs M and D vs MD on meshgate, interleaved, with the stand-in pod running."""
+    pod = Proc("pod", ["nginx", "-p", str(d), "-e", f"{d}/pod.err", "-c", f"{d}/pod.conf"],
+               dict(os.environ), LOAD_CORE, d / "pod.log")
+    samples = {wl: [] for wl in ("A", "M", "D", "MD")}
+    try:
+        wait_port(POD_PORT, pod)
+        for _ in range(args.reps):
+            for wl in samples:
+                sample = measure(d, meshgate, PORTS["meshgate"], wl, args.seconds)
+                samples[wl].append(sample)
+                print(f"meshed-hop {wl:3} {sample['rps']:10,.0f} req/s  cpu {sample['cpu_us']:7.1f} µs/req", flush=True)
+    finally:
+        pod.stop()
+    return {wl: median_rows(s) for wl, s in samples.items()}
+
+
 def median_rows(samples):
     keys = samples[0].keys()
     return {k: statistics.median(s[k] for s in samples) for k in keys}
@@ -458,6 +499,7 @@ def report(results, mem, refusals, args, started, versions):
             cells += [fmt(r["cpu_us"]), fmt(r.get("sys_us", float("nan"))), fmt(r["rps"] / best_rps, 2), fmt(r["cpu_us"] / best_cpu, 2), str(int(r["failed"]))]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += meshed_table(results.get("meshed"))
     lines += targets_table(results, mem)
     lines += ["Why the missed targets are missed, with the profiles and how to reproduce them: "
               "[PROFILE.md](PROFILE.md).", ""]
@@ -471,6 +513,25 @@ def report(results, mem, refusals, args, started, versions):
     return "\n".join(lines)
 
 
+def meshed_table(meshed):
+    """meshgate's upstream hop in plaintext (A, D) against mTLS to a meshed pod (M, MD)."""
+    if not meshed:
+        return []
+    out = ["## M: the gateway -> meshed pod hop over mTLS (meshgate only)", "",
+           "The same backend behind an nginx that terminates mTLS as the pod's identity and verifies the "
+           "gateway's certificate (a meshed pod's proxy); meshgate dials it with its own certificate, SNI = "
+           "the pod identity, pooled like plaintext connections. The peers' configurations route no meshed "
+           "service. The pod runs on the load core: CPU µs/request is meshgate's alone.", "",
+           "| workload | upstream hop | req/s | p50 ms | p99 ms | MiB/s | CPU µs/req | of it kernel |",
+           "|---|---|---|---|---|---|---|---|"]
+    for wl, hop in (("A", "plaintext"), ("M", "mTLS"), ("D", "plaintext"), ("MD", "mTLS")):
+        if wl in meshed:
+            r = meshed[wl]
+            out.append(f"| {wl} | {hop} | {fmt(r['rps'], 0)} | {fmt(r['p50'], 3)} | {fmt(r['p99'], 3)} | "
+                       f"{fmt(r['mib_s'], 0)} | {fmt(r['cpu_us'])} | {fmt(r['sys_us'])} |")
+    return out + [""]
+
+
 def targets_table(results, mem):
     """The performance issue's targets, each against the best peer of this run."""
     def best(wl, key, pick):
@@ -479,7 +540,7 @@ def targets_table(results, mem):
     def row(goal, value, limit, ok):
         return f"| {goal} | {value} | {limit} | {'met' if ok else 'missed'} |"
 
-    m = {wl: results[wl]["meshgate"] for wl in results}
+    m = {wl: results[wl]["meshgate"] for wl in WORKLOADS if wl in results}
     out = ["## Targets", "", "| target | meshgate | limit (from the best peer) | result |", "|---|---|---|---|"]
     for wl in ("A", "B"):
         rps, cpu = best(wl, "rps", max), best(wl, "cpu_us", min)
@@ -571,6 +632,8 @@ def main():
                     print(f"rep {rep + 1} {wl} {name:10} {sample['rps']:10,.0f} req/s  cpu {sample['cpu_us']:7.1f} µs/req (kernel {sample['sys_us']:5.1f})"
                           f"  p99 {sample['p99']:.3f} ms  failed {sample['failed']}", flush=True)
         results = {wl: {n: median_rows(s) for n, s in per.items()} for wl, per in samples.items()}
+        if "meshgate" in procs:
+            results["meshed"] = meshed_hop(d, procs["meshgate"], args)
         mem = {}
         for name in names:
             mem[name] = memory(d, procs[name], PORTS[name], fresh[name])

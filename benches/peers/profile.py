@@ -54,7 +54,7 @@ def syscall_counts(path: Path, requests: int):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--target", default="meshgate", choices=list(h.PORTS))
-    parser.add_argument("--workload", default="A", choices=list(h.WORKLOADS))
+    parser.add_argument("--workload", default="A", choices=[*h.WORKLOADS, *h.MESHED_WORKLOADS])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--work", default="/tmp/meshgate-profile")
     parser.add_argument("--meshgate", default=str(Path(__file__).resolve().parents[2] / "target/release/meshgate"))
@@ -71,10 +71,16 @@ def main():
     argv, env = h.commands(d, args)[args.target]
     backend = h.Proc("backend", ["nginx", "-p", str(d), "-e", f"{d}/backend.err", "-c", f"{d}/backend.conf"],
                      dict(os.environ), h.LOAD_CORE, d / "backend.log")
+    pod = None
+    if args.workload in h.MESHED_WORKLOADS:
+        pod = h.Proc("pod", ["nginx", "-p", str(d), "-e", f"{d}/pod.err", "-c", f"{d}/pod.conf"],
+                     dict(os.environ), h.LOAD_CORE, d / "pod.log")
     target = h.Proc(args.target, argv, env, h.GATEWAY_CORE, d / "target.log")
     tracer = None
     try:
         h.wait_port(h.BACKEND_H1, backend)
+        if pod:
+            h.wait_port(h.POD_PORT, pod)
         h.wait_port(h.PORTS[args.target], target)
         pids = ",".join(str(p) for p in target.pids()[1:] or target.pids())
         perf_data, strace_out = d / "perf.data", d / "strace.txt"
@@ -93,7 +99,7 @@ def main():
             tracer = None
         print(f"{args.target} {args.workload}: {sample['rps']:,.0f} req/s, CPU {sample['cpu_us']:.1f} µs/req "
               f"(kernel {sample['sys_us']:.1f}, user {sample['cpu_us'] - sample['sys_us']:.1f}), "
-              f"p99 {sample['p99']:.3f} ms")
+              f"p50 {sample['p50']:.3f} ms, p99 {sample['p99']:.3f} ms, {sample['mib_s']:.0f} MiB/s")
         if args.perf:
             print("\nby shared object:")
             print("\n".join(f"  {row}" for row in dso_split(perf_data)))
@@ -107,6 +113,8 @@ def main():
         if tracer:
             tracer.kill()
         target.stop()
+        if pod:
+            pod.stop()
         backend.stop()
 
 

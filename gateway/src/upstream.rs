@@ -461,7 +461,25 @@ impl Upstream {
                 .map_err(exchange)?;
             (send, None)
         };
-        send.ready().await.map_err(exchange)?;
+        if let Err(e) = send.ready().await {
+            // An h2c-only service may answer the connection with SETTINGS and close it before
+            // the request is written: nothing was sent, so it goes as HTTP/2 straight away.
+            let first = match &sniffed {
+                Some(sniffed) => sniffed.wait(self.options.connect_timeout).await,
+                None => None,
+            };
+            if first.and_then(|first| version::fallback(Wire::Http1, first)) != Some(Wire::Http2) {
+                return Err(exchange(e));
+            }
+            self.fell_back(balancer, endpoint, Wire::Http2);
+            let send = self
+                .http2_conn(balancer, endpoint, false)
+                .await?
+                .ok_or_else(|| {
+                    Error::Exchange("the service answered neither HTTP/1 nor HTTP/2".to_owned())
+                })?;
+            return Ok((Wire::Http2, Conn::Http2(send)));
+        }
         Ok((Wire::Http1, Conn::Http1(send, sniffed)))
     }
 

@@ -199,3 +199,74 @@ async fn upstream_protocol_overrides_the_callers_version() {
     assert_eq!(answer.header("x-seen-version"), Some("HTTP/2.0"));
     assert_eq!(fallbacks(&h, "http2").await, 0, "an override never probes");
 }
+
+/// An h2c-only service that, like a lazy one, says nothing until the caller's first bytes have
+/// arrived: an HTTP/1 request is read whole (head and body), then answered with a SETTINGS frame
+/// and a close — so the gateway has already sent it and must send it again from its tape.
+async fn lazy_h2c_service() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 3];
+                if tcp.peek(&mut first).await.is_err() {
+                    return;
+                }
+                if &first == b"PRI" {
+                    let service = hyper::service::service_fn(
+                        |req: Request<hyper::body::Incoming>| async move {
+                            let version = format!("{:?}", req.version());
+                            let body = http_body_util::BodyExt::collect(req.into_body())
+                                .await?
+                                .to_bytes();
+                            let mut response = http::Response::new(Full::new(body));
+                            response
+                                .headers_mut()
+                                .insert("x-seen-version", version.parse().unwrap());
+                            Ok::<_, hyper::Error>(response)
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                    return;
+                }
+                // Read the HTTP/1 request to its last body byte, then answer as HTTP/2 does.
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.ends_with(b"taped body") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+                let _ = tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    (addr, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_already_sent_as_http1_to_an_h2c_service_goes_again_from_its_tape() {
+    let (addr, refused) = lazy_h2c_service().await;
+    let h = gateway_to(TestCa::new("test.mesh"), Address::plain(addr), None).await;
+    let answer = send_h1(&h.client(CLIENT_ID, H1), post(b"the whole taped body")).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.headers);
+    assert_eq!(answer.body, "the whole taped body");
+    assert_eq!(answer.header("x-seen-version"), Some("HTTP/2.0"));
+    assert_eq!(
+        refused.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "it was sent once as HTTP/1"
+    );
+    assert_eq!(fallbacks(&h, "http2").await, 1);
+}

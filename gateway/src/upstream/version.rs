@@ -149,18 +149,10 @@ struct LearnedState {
 }
 
 impl Learned {
-    /// The version it speaks only, while that is remembered.
+    /// The version it speaks only, while that is remembered; once forgotten, what it answered
+    /// is forgotten too, so both versions are probed again (it may have been redeployed).
     pub fn only(&self, now: Instant) -> Option<Wire> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        match state.only {
-            Some((wire, until)) if now < until => Some(wire),
-            Some(_) => {
-                // Forgotten: probe again (the service may have been redeployed).
-                *state = LearnedState::default();
-                None
-            }
-            None => None,
-        }
+        self.view(Wire::Http1, now).0
     }
 
     /// Remembers that it speaks only `wire`, for [`LEARNED_FOR`] from `now`.
@@ -178,12 +170,17 @@ impl Learned {
         }
     }
 
-    fn has_answered(&self, wire: Wire) -> bool {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        match wire {
+    /// Whether it answered in `wire` (one lock with [`Learned::only`]: `(only, answered)`).
+    fn view(&self, wire: Wire, now: Instant) -> (Option<Wire>, bool) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.only.is_some_and(|(_, until)| now >= until) {
+            *state = LearnedState::default();
+        }
+        let answered = match wire {
             Wire::Http1 => state.http1,
             Wire::Http2 => state.http2,
-        }
+        };
+        (state.only.map(|(wire, _)| wire), answered)
     }
 }
 
@@ -204,23 +201,23 @@ pub fn choose(
         return Ok((Wire::Http1, false));
     }
     let fixed = match (preference, hint) {
-        (Preference::Http1, _) => Some(Wire::Http1),
-        (Preference::Http2, _) => Some(Wire::Http2),
-        (Preference::Auto, Some(Hint::H2)) => Some(Wire::Http2),
-        (Preference::Auto, Some(Hint::Http1)) => Some(Wire::Http1),
-        (Preference::Auto, _) if meshed => Some(needs.wire()),
-        (Preference::Auto, _) => learned.only(now),
+        (Preference::Http1, _) => Some((Wire::Http1, false)),
+        (Preference::Http2, _) => Some((Wire::Http2, false)),
+        (Preference::Auto, Some(Hint::H2)) => Some((Wire::Http2, false)),
+        (Preference::Auto, Some(Hint::Http1)) => Some((Wire::Http1, false)),
+        (Preference::Auto, _) if meshed => Some((needs.wire(), false)),
+        (Preference::Auto, _) => None,
     };
-    match fixed {
-        Some(Wire::Http1) if needs.trailers && needs.wire() == Wire::Http2 => Err(Untranslatable(
+    let (wire, probe) = fixed.unwrap_or_else(|| match learned.view(needs.wire(), now) {
+        (Some(only), _) => (only, false),
+        (None, answered) => (needs.wire(), !answered),
+    });
+    if wire == Wire::Http1 && needs.trailers && needs.wire() == Wire::Http2 {
+        return Err(Untranslatable(
             "the service speaks only HTTP/1 and the request needs HTTP/2 (gRPC or trailers)",
-        )),
-        Some(wire) => Ok((wire, false)),
-        None => {
-            let wire = needs.wire();
-            Ok((wire, !learned.has_answered(wire)))
-        }
+        ));
     }
+    Ok((wire, probe))
 }
 
 /// The version a probe showed instead of the one tried, if any: an answer to the HTTP/2 preface
@@ -346,11 +343,35 @@ impl Sniffed {
     }
 }
 
+/// The first bytes of a stream, taken as they arrive until they say what the server speaks.
+#[derive(Clone, Debug, Default)]
+pub struct Head {
+    bytes: [u8; 9],
+    len: usize,
+}
+
+impl Head {
+    /// Adds what one read returned (`closed`: the stream ended or failed); the classification once
+    /// nine bytes (a frame header), an HTTP/1 status line's start or the end have been seen.
+    pub fn push(&mut self, new: &[u8], closed: bool) -> Option<First> {
+        let take = new.len().min(self.bytes.len() - self.len);
+        self.bytes[self.len..self.len + take].copy_from_slice(&new[..take]);
+        self.len += take;
+        let head = &self.bytes[..self.len];
+        let decided = closed || self.len == self.bytes.len() || head.starts_with(b"HTTP/");
+        decided.then(|| First::of(head, closed))
+    }
+
+    /// The classification when the stream ends now.
+    pub fn end(&self) -> First {
+        First::of(&self.bytes[..self.len], true)
+    }
+}
+
 /// A stream that notes the first bytes it reads (to tell HTTP/1 from HTTP/2 servers).
 pub struct Sniff<IO> {
     io: IO,
-    head: [u8; 9],
-    len: usize,
+    head: Head,
     sniffed: Option<Arc<Sniffed>>,
 }
 
@@ -360,8 +381,7 @@ impl<IO> Sniff<IO> {
         let sniffed = Arc::new(Sniffed::default());
         let sniff = Self {
             io,
-            head: [0; 9],
-            len: 0,
+            head: Head::default(),
             sniffed: Some(sniffed.clone()),
         };
         (sniff, sniffed)
@@ -379,15 +399,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Sniff<IO> {
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
         if let (Some(sniffed), Poll::Ready(outcome)) = (&this.sniffed, &result) {
             let new = &buf.filled()[before..];
-            let take = new.len().min(this.head.len() - this.len);
-            this.head[this.len..this.len + take].copy_from_slice(&new[..take]);
-            this.len += take;
             let closed = outcome.is_err() || new.is_empty();
-            let head = &this.head[..this.len];
-            // Nine bytes hold a frame header; five an HTTP/1 status line's start.
-            let decided = closed || this.len == this.head.len() || head.starts_with(b"HTTP/");
-            if decided {
-                sniffed.set(First::of(head, closed));
+            if let Some(first) = this.head.push(new, closed) {
+                sniffed.set(first);
                 this.sniffed = None;
             }
         }
@@ -400,7 +414,7 @@ impl<IO> Drop for Sniff<IO> {
         // Dropped before the first bytes (a write failed: the endpoint reset the connection):
         // it ended without saying anything of its own.
         if let Some(sniffed) = self.sniffed.take() {
-            sniffed.set(First::of(&self.head[..self.len], true));
+            sniffed.set(self.head.end());
         }
     }
 }

@@ -175,4 +175,87 @@ mod tests {
         }
         assert_eq!(take_orig_proto(&mut HeaderMap::new()), None);
     }
+
+    mod translation {
+        use super::*;
+        use crate::upstream::version::{Wire, shape};
+        use proptest::prelude::*;
+
+        fn name() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec![
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "transfer-encoding",
+                "upgrade",
+                "te",
+                "host",
+                "x-private",
+                "x-kept",
+                "content-type",
+                "l5d-orig-proto",
+            ])
+        }
+
+        fn value() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec![
+                "trailers",
+                "gzip, trailers",
+                "gzip",
+                "keep-alive, x-private",
+                "close",
+                "chunked",
+                "websocket",
+                "upgrade",
+                "application/grpc",
+                "HTTP/1.1",
+                "web.example:80",
+                "1",
+            ])
+        }
+
+        proptest! {
+            /// What the HTTP layer forwards, in either direction between HTTP/1 and HTTP/2, is a
+            /// well-formed request of the version it goes in: no hop-by-hop or connection-specific
+            /// header (HTTP/2 refuses them), `te` only as `trailers`, the target as `:authority`
+            /// without `Host` on HTTP/2 and as `Host` on HTTP/1; end-to-end headers unchanged.
+            #[test]
+            fn a_translated_request_is_well_formed_for_its_version(
+                from_h2 in any::<bool>(), to_h2 in any::<bool>(),
+                fields in proptest::collection::vec((name(), value()), 0..10),
+            ) {
+                let version = if from_h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+                let mut builder = http::Request::builder().version(version).uri("/x");
+                for (n, v) in &fields {
+                    builder = builder.header(*n, *v);
+                }
+                let (mut parts, ()) = builder.body(()).unwrap().into_parts();
+                let kept: Vec<HeaderValue> = parts.headers.get_all("x-kept").iter().cloned().collect();
+                strip_hop_by_hop(&mut parts.headers);
+                let authority = http::uri::Authority::from_static("web.ns.svc.cluster.local:8080");
+                let host = HeaderValue::from_static("web.ns.svc.cluster.local:8080");
+                let wire = if to_h2 { Wire::Http2 } else { Wire::Http1 };
+                shape(&mut parts, wire, &authority, &host, false).unwrap();
+                for hop in &HOP_BY_HOP {
+                    prop_assert!(parts.headers.get(hop).is_none(), "{hop} left");
+                }
+                let te: Vec<_> = parts.headers.get_all(TE).iter().collect();
+                prop_assert!(te.is_empty() || te == [&HeaderValue::from_static("trailers")]);
+                let x_kept: Vec<HeaderValue> = parts.headers.get_all("x-kept").iter().cloned().collect();
+                let named_by_connection = fields.iter().any(|(n, v)| *n == "connection" && v.contains("x-kept"));
+                if !named_by_connection {
+                    prop_assert_eq!(x_kept, kept);
+                }
+                if to_h2 {
+                    prop_assert!(parts.headers.get("host").is_none());
+                    prop_assert_eq!(parts.uri.authority(), Some(&authority));
+                    prop_assert_eq!(parts.version, Version::HTTP_2);
+                } else {
+                    prop_assert_eq!(parts.headers.get("host"), Some(&host));
+                    prop_assert!(parts.uri.authority().is_none());
+                    prop_assert!(parts.headers.get("l5d-orig-proto").is_none());
+                }
+            }
+        }
+    }
 }

@@ -238,6 +238,38 @@ fn header_name() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    /// However a server's first bytes are split into reads, they are classified as the whole.
+    #[test]
+    fn the_first_bytes_classify_alike_whatever_the_reads(
+        bytes in prop_oneof![
+            Just(b"HTTP/1.1 400 Bad Request\r\n".to_vec()),
+            Just(vec![0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3]),
+            proptest::collection::vec(any::<u8>(), 0..16),
+        ],
+        cuts in proptest::collection::vec(0usize..16, 0..4),
+    ) {
+        let mut head = Head::default();
+        let mut at = 0;
+        let mut decided = None;
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        for cut in cuts.into_iter().chain([bytes.len()]) {
+            let cut = cut.min(bytes.len()).max(at);
+            if decided.is_none() {
+                decided = head.push(&bytes[at..cut], false);
+            }
+            at = cut;
+        }
+        let decided = decided.unwrap_or_else(|| head.end());
+        let whole = &bytes[..bytes.len().min(9)];
+        let expected = if whole.starts_with(b"HTTP/") || whole.len() == 9 {
+            First::of(whole, false)
+        } else {
+            First::of(whole, true)
+        };
+        prop_assert_eq!(decided, expected);
+    }
+
     /// Whatever the caller sent (hop-by-hop headers already removed by the HTTP layer), the
     /// rewritten request is well-formed for its version: HTTP/2 has the target as `:authority`
     /// and no `Host`; HTTP/1 has `Host` = the target, origin form, no `l5d-orig-proto`; other
