@@ -125,17 +125,8 @@ async fn opaque_session_echoes_with_half_close() {
             .insert(format!("{ECHO}:7777"), vec![echo.addr.into()]);
     })
     .await;
-    let client = h.client(CLIENT_ID, L5D);
-    let mut stream = client
-        .connect_with_header(&header(Some(ECHO), 7777, SessionProtocol::Opaque))
-        .await
-        .unwrap();
     let payload: Vec<u8> = (0..256 * 1024).map(|i: u32| (i % 253) as u8).collect();
-    stream.write_all(&payload).await.unwrap();
-    // Half-close: our EOF must reach the echo service, whose EOF must come back to us.
-    stream.shutdown().await.unwrap();
-    let mut echoed = Vec::new();
-    stream.read_to_end(&mut echoed).await.unwrap();
+    let echoed = opaque_echo(&h.client(CLIENT_ID, L5D), ECHO, 7777, &payload).await;
     assert!(
         echoed == payload,
         "echoed {} of {} bytes",

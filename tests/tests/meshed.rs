@@ -20,9 +20,9 @@ use identity::TrustAnchors;
 use identity::testing::TestCa;
 use support::secret::SecretDir;
 use support::{
-    CLIENT_ID, GATEWAY_ID, H1, Harness, L5D, SERVICE, SOON, eventually, routed_get, send_h1,
+    CLIENT_ID, GATEWAY_ID, H1, Harness, L5D, SERVICE, SOON, eventually, opaque_echo, routed_get,
+    send_h1,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The pod behind `SERVICE` in these tests.
 const POD_ID: &str = "podinfo.test.serviceaccount.identity.linkerd.cluster.local";
@@ -233,22 +233,9 @@ async fn an_opaque_session_goes_through_the_pods_inbound_port_with_a_transport_h
         c.endpoints.insert(format!("{ECHO}:7777"), vec![address]);
     })
     .await;
-    let header = TransportHeader {
-        port: 7777,
-        name: Some(ECHO.to_owned()),
-        protocol: SessionProtocol::Opaque,
-    };
-    let mut stream = h
-        .client(CLIENT_ID, L5D)
-        .connect_with_header(&header)
-        .await
-        .unwrap();
     let payload: Vec<u8> = (0..128 * 1024).map(|i: u32| (i % 251) as u8).collect();
-    stream.write_all(&payload).await.unwrap();
     // Half-close: our EOF crosses both hops and the echo's EOF comes back.
-    stream.shutdown().await.unwrap();
-    let mut echoed = Vec::new();
-    stream.read_to_end(&mut echoed).await.unwrap();
+    let echoed = opaque_echo(&h.client(CLIENT_ID, L5D), ECHO, 7777, &payload).await;
     assert!(
         echoed == payload,
         "echoed {} of {} bytes",

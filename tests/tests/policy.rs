@@ -166,15 +166,7 @@ async fn opaque_sessions_are_checked_at_connect_time() {
         name: Some(ECHO.to_owned()),
         protocol: SessionProtocol::Opaque,
     };
-    let mut allowed = h
-        .client(CLIENT_ID, L5D)
-        .connect_with_header(&header)
-        .await
-        .unwrap();
-    allowed.write_all(b"ping").await.unwrap();
-    allowed.shutdown().await.unwrap();
-    let mut echoed = Vec::new();
-    allowed.read_to_end(&mut echoed).await.unwrap();
+    let echoed = support::opaque_echo(&h.client(CLIENT_ID, L5D), ECHO, 7777, b"ping").await;
     assert_eq!(echoed, b"ping");
 
     let mut denied = h

@@ -320,3 +320,26 @@ fn a_bad_meshed_endpoint_names_its_target_and_field() {
     .unwrap_err();
     assert!(e.contains("needs addr"), "{e}");
 }
+
+#[test]
+fn upstream_protocol_is_per_target_and_a_bad_value_is_named() {
+    let c = from_yaml(
+        "upstream-protocol",
+        "upstream_protocol:\n  legacy.ns.svc.cluster.local:80: http1\n  grpc.ns.svc.cluster.local:50051: http2\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.upstream_protocol["legacy.ns.svc.cluster.local:80"],
+        Preference::Http1
+    );
+    assert_eq!(
+        c.upstream_protocol["grpc.ns.svc.cluster.local:50051"],
+        Preference::Http2
+    );
+    let e = from_yaml(
+        "upstream-protocol-bad",
+        "upstream_protocol:\n  legacy.ns.svc.cluster.local:80: http3\n  10.0.0.1:80: http1\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("\"http3\" is not one of auto, http1, http2"), "{e}");
+}

@@ -324,33 +324,46 @@ fn address_to_yaml(address: &Address) -> Yaml {
     Yaml::Mapping(map)
 }
 
-/// Per-target durations: `NAME:PORT` → duration.
-impl Value for BTreeMap<String, Duration> {
-    const FORM: &'static str =
-        "NAME:PORT=DURATION pairs (in YAML, a map of NAME:PORT to a duration)";
-    fn from_text(text: &str) -> Result<Self, String> {
-        per_target_from_text(text)
-    }
-    fn from_yaml(value: Yaml) -> Result<Self, String> {
-        per_target_from_yaml(value)
-    }
-    fn to_yaml(&self) -> Yaml {
-        per_target_to_yaml(self)
-    }
+/// A value set per target (`NAME:PORT` → value): `response_timeouts`, `upstream_protocol`.
+pub trait PerTarget: Value {
+    /// The map's expected form, for messages.
+    const PAIRS: &'static str;
 }
 
-/// Per-target HTTP versions upstream: `NAME:PORT` → `auto`, `http1` or `http2`.
-impl Value for BTreeMap<String, Preference> {
-    const FORM: &'static str =
+impl PerTarget for Duration {
+    const PAIRS: &'static str =
+        "NAME:PORT=DURATION pairs (in YAML, a map of NAME:PORT to a duration)";
+}
+
+impl PerTarget for Preference {
+    const PAIRS: &'static str =
         "NAME:PORT=auto|http1|http2 pairs (in YAML, a map of NAME:PORT to auto, http1 or http2)";
+}
+
+impl<V: PerTarget> Value for BTreeMap<String, V> {
+    const FORM: &'static str = V::PAIRS;
     fn from_text(text: &str) -> Result<Self, String> {
-        per_target_from_text(text)
+        pairs(text)?
+            .into_iter()
+            .map(|(name, v)| Ok((name.to_owned(), V::from_text(v)?)))
+            .collect()
     }
     fn from_yaml(value: Yaml) -> Result<Self, String> {
-        per_target_from_yaml(value)
+        mapping(value)?
+            .into_iter()
+            .map(|(name, v)| {
+                V::from_yaml(v)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| format!("{name:?}: {e}"))
+            })
+            .collect()
     }
     fn to_yaml(&self) -> Yaml {
-        per_target_to_yaml(self)
+        let mut out = Mapping::new();
+        for (name, v) in self {
+            out.insert(Yaml::String(name.clone()), v.to_yaml());
+        }
+        Yaml::Mapping(out)
     }
 }
 
@@ -362,30 +375,4 @@ impl Value for Preference {
     fn to_yaml(&self) -> Yaml {
         Yaml::String(self.as_str().to_owned())
     }
-}
-
-fn per_target_from_text<V: Value>(text: &str) -> Result<BTreeMap<String, V>, String> {
-    pairs(text)?
-        .into_iter()
-        .map(|(name, v)| Ok((name.to_owned(), V::from_text(v)?)))
-        .collect()
-}
-
-fn per_target_from_yaml<V: Value>(value: Yaml) -> Result<BTreeMap<String, V>, String> {
-    mapping(value)?
-        .into_iter()
-        .map(|(name, v)| {
-            V::from_yaml(v)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| format!("{name:?}: {e}"))
-        })
-        .collect()
-}
-
-fn per_target_to_yaml<V: Value>(map: &BTreeMap<String, V>) -> Yaml {
-    let mut out = Mapping::new();
-    for (name, v) in map {
-        out.insert(Yaml::String(name.clone()), v.to_yaml());
-    }
-    Yaml::Mapping(out)
 }

@@ -262,6 +262,24 @@ pub async fn header_http2(client: &MtlsClient, header: &TransportHeader) -> Http
         .unwrap()
 }
 
+/// An opaque header session to `name:port` as `client`: writes `payload`, half-closes, and
+/// returns what came back until the far side's EOF (an echo service sends it all back).
+pub async fn opaque_echo(client: &MtlsClient, name: &str, port: u16, payload: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let header = TransportHeader {
+        port,
+        name: Some(name.to_owned()),
+        protocol: gateway::transport_header::SessionProtocol::Opaque,
+    };
+    let mut stream = client.connect_with_header(&header).await.unwrap();
+    stream.write_all(payload).await.unwrap();
+    // Half-close: our EOF must reach the service, whose EOF must come back to us.
+    stream.shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    stream.read_to_end(&mut echoed).await.unwrap();
+    echoed
+}
+
 /// The gateway's answer to a loop: 508, Linkerd's message, and the connection closing.
 pub fn assert_loop_refused(answer: &Answer) {
     assert_eq!(answer.status, 508);
