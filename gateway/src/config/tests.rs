@@ -341,5 +341,8 @@ fn upstream_protocol_is_per_target_and_a_bad_value_is_named() {
         "upstream_protocol:\n  legacy.ns.svc.cluster.local:80: http3\n  10.0.0.1:80: http1\n",
     )
     .unwrap_err();
-    assert!(e.contains("\"http3\" is not one of auto, http1, http2"), "{e}");
+    assert!(
+        e.contains("\"http3\" is not one of auto, http1, http2"),
+        "{e}"
+    );
 }

@@ -276,6 +276,9 @@ pub fn shape(
                     parts
                         .headers
                         .insert(&L5D_ORIG_PROTO, HeaderValue::from_static(value));
+                } else {
+                    // Only a proxy may say this; a caller's own value is not relayed.
+                    parts.headers.remove(&L5D_ORIG_PROTO);
                 }
                 parts.version = Version::HTTP_2;
             }

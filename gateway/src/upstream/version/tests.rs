@@ -300,8 +300,10 @@ proptest! {
             prop_assert_eq!(parts.uri.authority(), Some(&authority));
             prop_assert!(parts.headers.get(HOST).is_none());
             let orig = parts.headers.get(&L5D_ORIG_PROTO);
-            if !from_h2 && meshed {
-                prop_assert_eq!(orig.map(|v| v.as_bytes()), Some(&b"HTTP/1.1"[..]));
+            match (from_h2, meshed) {
+                (false, true) => prop_assert_eq!(orig.map(|v| v.as_bytes()), Some(&b"HTTP/1.1"[..])),
+                (false, false) => prop_assert!(orig.is_none()),
+                (true, _) => {}
             }
         } else {
             prop_assert_eq!(parts.version, Version::HTTP_11);
