@@ -6,22 +6,24 @@
 //! balance    P2C over peak-EWMA, ejection with backoff            upstream/balance.rs
 //! pool       HTTP/1 keep-alive pool, one HTTP/2 connection        upstream/pool.rs
 //! connect    TCP; mTLS to meshed pods (+ transport header)         upstream/connect.rs
+//! version    which HTTP version per endpoint, the rewrite, probing upstream/version.rs
 //! ```
 //!
 //! Retries: a failed connect is retried once on another endpoint; a pooled connection that turns
 //! out closed before the request was written is replaced once. A request is never retried after
-//! bytes of it were sent.
+//! bytes of it were sent, except the first request to an endpoint that answered it with an
+//! HTTP/2 SETTINGS frame: it never parsed the request, which goes again as HTTP/2 (`version`).
 
 mod address;
 pub mod balance;
 mod body;
 mod connect;
 pub mod discover;
+mod error;
 mod pool;
 pub mod version;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -37,6 +39,7 @@ pub use balance::{Balancer, Endpoint};
 pub use body::Body;
 pub use connect::{ClientTls, Io, TlsRefusal};
 pub use discover::Resolver;
+pub use error::{ConnectError, Error, chain};
 use pool::Conn;
 pub use pool::buffer_for;
 pub use version::{Needs, Preference, Untranslatable, Wire};
@@ -61,73 +64,6 @@ pub struct Options {
     pub protocols: HashMap<String, Preference>,
 }
 
-/// Why an upstream connection could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The target has no endpoints.
-    #[error(transparent)]
-    Resolve(#[from] discover::Error),
-    /// Every endpoint tried refused or reset the connection.
-    #[error("connect to {addr}: {source}")]
-    Refused {
-        /// The last endpoint tried.
-        addr: SocketAddr,
-        /// The socket error.
-        source: std::io::Error,
-    },
-    /// The connect did not finish in time.
-    #[error("connect timed out after {}", humantime::format_duration(*.0))]
-    Timeout(Duration),
-    /// A meshed endpoint's TLS handshake failed; nothing of a request was sent.
-    #[error("{}", tls_message(*.reason, addr, identity, detail))]
-    Tls {
-        /// Where the handshake went.
-        addr: SocketAddr,
-        /// The identity the endpoint had to prove.
-        identity: Box<str>,
-        /// Why it failed.
-        reason: TlsRefusal,
-        /// rustls' words.
-        detail: String,
-    },
-}
-
-fn tls_message(reason: TlsRefusal, addr: &SocketAddr, identity: &str, detail: &str) -> String {
-    match reason {
-        TlsRefusal::IdentityMismatch => {
-            format!("upstream identity mismatch: {addr} is not {identity} ({detail})")
-        }
-        _ => format!("upstream TLS to {addr} as {identity} failed: {detail}"),
-    }
-}
-
-impl ConnectError {
-    /// The `reason` of `outbound_connect_errors_total`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            ConnectError::Resolve(_) => "unresolved",
-            ConnectError::Refused { .. } => "refused",
-            ConnectError::Timeout(_) => "timeout",
-            ConnectError::Tls { reason, .. } => reason.label(),
-        }
-    }
-}
-
-/// Why a request could not be forwarded on the upstream side.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// No connection could be made (nothing of the request was sent).
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    /// The connection failed during the exchange (reset, EOF, protocol error), with the error
-    /// and its sources `: `-separated.
-    #[error("upstream: {0}")]
-    Exchange(String),
-    /// The request cannot go in the only HTTP version the endpoint speaks.
-    #[error(transparent)]
-    Untranslatable(#[from] Untranslatable),
-}
-
 /// How a target is named upstream: the URI authority (HTTP/2) and `Host` (HTTP/1).
 #[derive(Clone, Debug)]
 pub struct Names {
@@ -142,18 +78,6 @@ impl Error {
     pub fn exchange(error: &dyn std::error::Error) -> Self {
         Self::Exchange(chain(error))
     }
-}
-
-/// An error and its sources, `: `-separated (hyper's errors say little without their sources).
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 /// Every target's balancer, built once.
