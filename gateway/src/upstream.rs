@@ -355,8 +355,7 @@ impl Upstream {
             if let Some(send) = self.http2_conn(balancer, endpoint, probe).await? {
                 return Ok((Wire::Http2, Conn::Http2(send)));
             }
-            // It answered the HTTP/2 preface in HTTP/1: learned; choose again.
-            self.fell_back(balancer, endpoint, Wire::Http1);
+            // It answered the HTTP/2 preface in HTTP/1 (learned and counted): choose again.
             let (wire, _) = choose()?;
             if wire == Wire::Http2 {
                 return Err(Error::Exchange(
@@ -409,7 +408,7 @@ impl Upstream {
 
     /// The endpoint's HTTP/2 connection, made when there is none; `probe`: a new plaintext
     /// connection first waits for the endpoint's first bytes, and `None` means it answered in
-    /// HTTP/1 (or closed) — it speaks only HTTP/1.
+    /// HTTP/1 (or closed) — it speaks only HTTP/1, which is now learned and counted.
     async fn http2_conn(
         &self,
         balancer: &Balancer,
@@ -420,6 +419,10 @@ impl Upstream {
         if let Some((send, used)) = slot.as_mut().filter(|(s, _)| !s.is_closed()) {
             *used = Instant::now();
             return Ok(Some(send.clone()));
+        }
+        if probe && endpoint.learned.only(Instant::now()) == Some(Wire::Http1) {
+            // A request probing at the same time found out while this one waited for the slot.
+            return Ok(None);
         }
         let exchange = |e: hyper::Error| Error::exchange(&e);
         let io = self
@@ -435,7 +438,10 @@ impl Upstream {
             let first = sniffed.wait(self.options.connect_timeout).await;
             tracing::debug!(addr = %endpoint.address.addr, ?first, "HTTP/2 probe");
             match first {
-                Some(first) if version::fallback(Wire::Http2, first).is_some() => return Ok(None),
+                Some(first) if version::fallback(Wire::Http2, first).is_some() => {
+                    self.fell_back(balancer, endpoint, Wire::Http1);
+                    return Ok(None);
+                }
                 Some(version::First::Http2) => endpoint.learned.answered(Wire::Http2),
                 _ => {}
             }

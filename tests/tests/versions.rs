@@ -270,3 +270,30 @@ async fn a_request_already_sent_as_http1_to_an_h2c_service_goes_again_from_its_t
     );
     assert_eq!(fallbacks(&h, "http2").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_http2_requests_to_an_http1_service_learn_it_once() {
+    let app = service(Speaks::Http1).await;
+    let h = gateway_to(TestCa::new("test.mesh"), Address::plain(app.addr), None).await;
+    let client = h.client(CLIENT_ID, H2);
+    let send = client.http2().await.unwrap();
+    let calls = (0..8).map(|i| {
+        let mut send = send.clone();
+        async move {
+            let req = Request::get(format!("/{i}"))
+                .header("l5d-dst-override", SERVICE)
+                .body(Full::default())
+                .unwrap();
+            collect(send.send_request(req).await.unwrap()).await
+        }
+    });
+    for answer in futures_util::future::join_all(calls).await {
+        assert_eq!(answer.status, 200, "{:?}", answer.headers);
+        assert_eq!(answer.header("x-seen-version"), Some("HTTP/1.1"));
+    }
+    assert_eq!(
+        fallbacks(&h, "http1").await,
+        1,
+        "one probe, learned for all"
+    );
+}
