@@ -80,6 +80,17 @@ impl Error {
     }
 }
 
+/// [`version::shape`] for a checked target (whose names always make a URI).
+fn shape(
+    parts: &mut http::request::Parts,
+    wire: Wire,
+    names: &Names,
+    meshed: bool,
+) -> Result<(), Error> {
+    version::shape(parts, wire, &names.authority, &names.host, meshed)
+        .map_err(|_| Error::Exchange("a checked target does not make a URI".to_owned()))
+}
+
 /// Every target's balancer, built once.
 pub struct Upstream {
     resolver: Resolver,
@@ -163,8 +174,7 @@ impl Upstream {
         let start = Instant::now();
         let meshed = endpoint.address.identity.is_some();
         let (mut parts, body) = req.into_parts();
-        version::shape(&mut parts, wire, &names.authority, &names.host, meshed)
-            .map_err(|_| Error::Exchange("a checked target does not make a URI".to_owned()))?;
+        shape(&mut parts, wire, names, meshed)?;
         let result = match conn {
             Conn::Http1(send, None) => {
                 let req = Request::from_parts(parts, Body::direct(body));
@@ -244,13 +254,9 @@ impl Upstream {
             }
             Err(e) => e,
         };
-        let Some(first) = sniffed.get() else {
+        let Some(mut send) = self.http2_instead(balancer, endpoint, sniffed).await? else {
             return Err(Error::exchange(&error));
         };
-        if version::fallback(Wire::Http1, first) != Some(Wire::Http2) {
-            return Err(Error::exchange(&error));
-        }
-        self.fell_back(balancer, endpoint, Wire::Http2);
         let body = replay.again().ok_or_else(|| {
             Error::Exchange(format!(
                 "the service speaks only HTTP/2 and the request body was over {} KiB to send again",
@@ -258,20 +264,7 @@ impl Upstream {
             ))
         })?;
         let (mut parts, ()) = again.into_parts();
-        version::shape(
-            &mut parts,
-            Wire::Http2,
-            &names.authority,
-            &names.host,
-            false,
-        )
-        .map_err(|_| Error::Exchange("a checked target does not make a URI".to_owned()))?;
-        let mut send = self
-            .http2_conn(balancer, endpoint, false)
-            .await?
-            .ok_or_else(|| {
-                Error::Exchange("the service answered neither HTTP/1 nor HTTP/2".to_owned())
-            })?;
+        shape(&mut parts, Wire::Http2, names, false)?;
         send.send_request(Request::from_parts(parts, body))
             .await
             .map_err(|e| Error::exchange(&e))
@@ -350,13 +343,13 @@ impl Upstream {
             )
             .map_err(Error::Untranslatable)
         };
-        let (wire, probe) = choose()?;
+        let (mut wire, mut probe) = choose()?;
         if wire == Wire::Http2 {
             if let Some(send) = self.http2_conn(balancer, endpoint, probe).await? {
                 return Ok((Wire::Http2, Conn::Http2(send)));
             }
             // It answered the HTTP/2 preface in HTTP/1 (learned and counted): choose again.
-            let (wire, _) = choose()?;
+            (wire, probe) = choose()?;
             if wire == Wire::Http2 {
                 return Err(Error::Exchange(
                     "the service answered the HTTP/2 preface in HTTP/1".to_owned(),
@@ -367,41 +360,25 @@ impl Upstream {
         if let Some(send) = endpoint.pool.take_idle(idle_timeout, &balancer.idle_count) {
             return Ok((Wire::Http1, Conn::Http1(send, None)));
         }
-        let probe = probe && endpoint.learned.only(Instant::now()).is_none();
         let exchange = |e: hyper::Error| Error::exchange(&e);
         let io = self
             .dial(balancer, endpoint, SessionProtocol::Http1)
             .await?;
-        let (mut send, sniffed) = if probe && !io.get_ref().is_tls() {
-            let (io, sniffed) = Sniff::new(io);
-            let send = pool::http1_handshake(io, &self.options)
-                .await
-                .map_err(exchange)?;
-            (send, Some(sniffed))
-        } else {
-            let send = pool::http1_handshake(io, &self.options)
-                .await
-                .map_err(exchange)?;
-            (send, None)
-        };
+        let (io, sniffed) = Sniff::new(io, probe);
+        let mut send = pool::http1_handshake(io, &self.options)
+            .await
+            .map_err(exchange)?;
         if let Err(e) = send.ready().await {
             // An h2c-only service may answer the connection with SETTINGS and close it before
             // the request is written: nothing was sent, so it goes as HTTP/2 straight away.
-            let first = match &sniffed {
-                Some(sniffed) => sniffed.wait(self.options.connect_timeout).await,
+            let instead = match &sniffed {
+                Some(sniffed) => self.http2_instead(balancer, endpoint, sniffed).await?,
                 None => None,
             };
-            if first.and_then(|first| version::fallback(Wire::Http1, first)) != Some(Wire::Http2) {
-                return Err(exchange(e));
-            }
-            self.fell_back(balancer, endpoint, Wire::Http2);
-            let send = self
-                .http2_conn(balancer, endpoint, false)
-                .await?
-                .ok_or_else(|| {
-                    Error::Exchange("the service answered neither HTTP/1 nor HTTP/2".to_owned())
-                })?;
-            return Ok((Wire::Http2, Conn::Http2(send)));
+            return match instead {
+                Some(send) => Ok((Wire::Http2, Conn::Http2(send))),
+                None => Err(exchange(e)),
+            };
         }
         Ok((Wire::Http1, Conn::Http1(send, sniffed)))
     }
@@ -424,17 +401,16 @@ impl Upstream {
             // A request probing at the same time found out while this one waited for the slot.
             return Ok(None);
         }
-        let exchange = |e: hyper::Error| Error::exchange(&e);
         let io = self
             .dial(balancer, endpoint, SessionProtocol::Http2)
             .await?;
-        let send = if probe && !io.get_ref().is_tls() {
-            let (io, sniffed) = Sniff::new(io);
-            let send = pool::http2_handshake(io, &self.options)
-                .await
-                .map_err(exchange)?;
+        let (io, sniffed) = Sniff::new(io, probe);
+        let send = pool::http2_handshake(io, &self.options)
+            .await
+            .map_err(|e| Error::exchange(&e))?;
+        if let Some(sniffed) = sniffed {
             // An HTTP/2 server sends its SETTINGS at once; an HTTP/1 one answers the preface
-            // with a 4xx/5xx status line or closes.
+            // with a status line or an error page, or closes.
             let first = sniffed.wait(self.options.connect_timeout).await;
             tracing::debug!(addr = %endpoint.address.addr, ?first, "HTTP/2 probe");
             match first {
@@ -445,14 +421,30 @@ impl Upstream {
                 Some(version::First::Http2) => endpoint.learned.answered(Wire::Http2),
                 _ => {}
             }
-            send
-        } else {
-            pool::http2_handshake(io, &self.options)
-                .await
-                .map_err(exchange)?
-        };
+        }
         *slot = Some((send.clone(), Instant::now()));
         Ok(Some(send))
+    }
+
+    /// After an HTTP/1 probe failed: when the endpoint had answered with an HTTP/2 SETTINGS
+    /// frame it speaks only HTTP/2 (learned and counted), and this is its HTTP/2 connection.
+    async fn http2_instead(
+        &self,
+        balancer: &Balancer,
+        endpoint: &Arc<Endpoint>,
+        sniffed: &Sniffed,
+    ) -> Result<Option<http2::SendRequest<Body>>, Error> {
+        let first = sniffed.wait(self.options.connect_timeout).await;
+        if first.and_then(|first| version::fallback(Wire::Http1, first)) != Some(Wire::Http2) {
+            return Ok(None);
+        }
+        self.fell_back(balancer, endpoint, Wire::Http2);
+        match self.http2_conn(balancer, endpoint, false).await? {
+            Some(send) => Ok(Some(send)),
+            None => Err(Error::Exchange(
+                "the service answered neither HTTP/1 nor HTTP/2".to_owned(),
+            )),
+        }
     }
 
     /// Records that `endpoint` speaks only `wire`: remembered, counted, logged.

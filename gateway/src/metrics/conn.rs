@@ -110,11 +110,6 @@ impl<T> Metered<T> {
         }
     }
 
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
-
     /// Wraps `inner`, counting into `record`, which is dropped (and its close counted) with it.
     pub fn with_record(inner: T, record: ConnRecord) -> Self {
         let meter = Arc::new(ByteMeter::default());

@@ -223,7 +223,7 @@ impl Session {
                 route.label.clone(),
                 Some(allowed),
                 Some(permit),
-                self.forward(&route, req).await,
+                self.forward(&route, req, grpc).await,
             ),
             Err(e) => (Label::default(), None, None, Err(e)),
         };
@@ -345,6 +345,7 @@ impl Session {
         &self,
         route: &Route,
         mut req: Request<Incoming>,
+        grpc: bool,
     ) -> Result<Response<Body>, Error> {
         if req.method() == http::Method::CONNECT {
             return self.tunnel(route, req).await;
@@ -374,7 +375,7 @@ impl Session {
             headers.insert(UPGRADE, protocol.clone());
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        let needs = Needs::of(req.version(), req.headers(), upgrade.is_some());
+        let needs = Needs::of(req.version(), req.headers(), upgrade.is_some(), grpc);
         let sent = self
             .shared
             .upstream

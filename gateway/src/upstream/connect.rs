@@ -215,13 +215,6 @@ pub(super) async fn tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream
     }
 }
 
-impl Io {
-    /// Whether the connection is mTLS.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Io::Tls(_))
-    }
-}
-
 impl AsyncRead for Io {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderName, TE, UPGRADE};
+use http::header::{CONNECTION, HOST, HeaderName, TE, UPGRADE};
 use http::{HeaderMap, HeaderValue, Version};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
@@ -110,12 +110,10 @@ pub struct Needs {
 }
 
 impl Needs {
-    /// The needs of a request with `headers` in `version` (`upgrade` when it asks for one).
-    pub fn of(version: Version, headers: &HeaderMap, upgrade: bool) -> Self {
-        let trailers = headers
-            .get(CONTENT_TYPE)
-            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
-            || headers.get(TE).is_some_and(|te| te == "trailers");
+    /// The needs of a request with `headers` in `version`: `upgrade` when it asks for one,
+    /// `grpc` when its content type is gRPC (the HTTP layer has already looked).
+    pub fn of(version: Version, headers: &HeaderMap, upgrade: bool, grpc: bool) -> Self {
+        let trailers = grpc || headers.get(TE).is_some_and(|te| te == "trailers");
         Self {
             version,
             upgrade,
@@ -379,13 +377,14 @@ pub struct Sniff<IO> {
 }
 
 impl<IO> Sniff<IO> {
-    /// Wraps `io`; the returned handle learns what it reads first.
-    pub fn new(io: IO) -> (Self, Arc<Sniffed>) {
-        let sniffed = Arc::new(Sniffed::default());
+    /// Wraps `io`; when `probe`, the returned handle learns what it reads first (else the wrapper
+    /// only passes bytes through).
+    pub fn new(io: IO, probe: bool) -> (Self, Option<Arc<Sniffed>>) {
+        let sniffed = probe.then(|| Arc::new(Sniffed::default()));
         let sniff = Self {
             io,
             head: Head::default(),
-            sniffed: Some(sniffed.clone()),
+            sniffed: sniffed.clone(),
         };
         (sniff, sniffed)
     }

@@ -280,6 +280,18 @@ pub async fn opaque_echo(client: &MtlsClient, name: &str, port: u16, payload: &[
     echoed
 }
 
+/// Sends `len` patterned bytes through [`opaque_echo`] and asserts all of them came back.
+pub async fn assert_opaque_echo(client: &MtlsClient, name: &str, port: u16, len: u32) {
+    let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let echoed = opaque_echo(client, name, port, &payload).await;
+    assert!(
+        echoed == payload,
+        "echoed {} of {} bytes",
+        echoed.len(),
+        payload.len()
+    );
+}
+
 /// The gateway's answer to a loop: 508, Linkerd's message, and the connection closing.
 pub fn assert_loop_refused(answer: &Answer) {
     assert_eq!(answer.status, 508);

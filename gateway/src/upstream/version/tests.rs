@@ -156,7 +156,8 @@ fn first_bytes_tell_http1_from_http2() {
 async fn sniff_reports_the_first_bytes_even_when_they_come_one_by_one() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let (mut server, client) = tokio::io::duplex(64);
-    let (mut sniff, sniffed) = Sniff::new(client);
+    let (mut sniff, sniffed) = Sniff::new(client, true);
+    let sniffed = sniffed.unwrap();
     let reader = tokio::spawn(async move {
         let mut all = Vec::new();
         sniff.read_to_end(&mut all).await.unwrap();
@@ -317,7 +318,8 @@ proptest! {
 #[tokio::test]
 async fn a_stream_dropped_before_any_byte_counts_as_closed() {
     let (_server, client) = tokio::io::duplex(64);
-    let (sniff, sniffed) = Sniff::new(client);
+    let (sniff, sniffed) = Sniff::new(client, true);
+    let sniffed = sniffed.unwrap();
     drop(sniff);
     assert_eq!(
         sniffed.wait(Duration::from_secs(10)).await,
