@@ -5,12 +5,11 @@
 //! Refresh is due at 70 % of the remaining lifetime, clamped to `[min_refresh, max_refresh]`.
 
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
+use linkerd2_proxy_api::identity::identity_client::IdentityClient;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -19,47 +18,7 @@ use tonic::codegen::http;
 use crate::source::Material;
 use crate::{Credentials, IdentityName, TrustAnchors, tls_config};
 
-/// The gRPC method path.
-pub const CERTIFY_PATH: &str = "/io.linkerd.proxy.identity.Identity/Certify";
-
-/// `io.linkerd.proxy.identity.CertifyRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct CertifyRequest {
-    /// The identity asked for (the local name).
-    #[prost(string, tag = "1")]
-    pub identity: String,
-    /// Proof of identity: the projected service-account token.
-    #[prost(bytes = "vec", tag = "2")]
-    pub token: Vec<u8>,
-    /// The CSR, DER.
-    #[prost(bytes = "vec", tag = "3")]
-    pub certificate_signing_request: Vec<u8>,
-}
-
-/// `io.linkerd.proxy.identity.CertifyResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct CertifyResponse {
-    /// The leaf, DER.
-    #[prost(bytes = "vec", tag = "1")]
-    pub leaf_certificate: Vec<u8>,
-    /// Intermediates, DER, leaf-most first.
-    #[prost(bytes = "vec", repeated, tag = "2")]
-    pub intermediate_certificates: Vec<Vec<u8>>,
-    /// When the leaf expires.
-    #[prost(message, optional, tag = "3")]
-    pub valid_until: Option<Timestamp>,
-}
-
-/// `google.protobuf.Timestamp`.
-#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
-pub struct Timestamp {
-    /// Seconds since the Unix epoch.
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    /// Nanoseconds within the second.
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
+pub use linkerd2_proxy_api::identity::{CertifyRequest, CertifyResponse};
 
 /// How to reach the identity service and what to ask it for.
 #[derive(Clone, Debug)]
@@ -213,38 +172,22 @@ impl Certifier {
             .connect(name, tcp)
             .await
             .map_err(|e| connect(format!("TLS: {e}")))?;
-        let (send, conn) = hyper::client::conn::http2::handshake::<_, _, tonic::body::Body>(
-            TokioExecutor::new(),
-            TokioIo::new(tls),
-        )
-        .await
-        .map_err(|e| connect(format!("HTTP/2: {e}")))?;
+        let (channel, conn) = crate::grpc::Channel::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| connect(format!("HTTP/2: {e}")))?;
         let driver = tokio::spawn(conn);
         let origin: http::Uri = format!("https://{}", self.config.svc_name)
             .parse()
             .map_err(|e| connect(format!("bad identity service name: {e}")))?;
-        let mut grpc = tonic::client::Grpc::with_origin(H2(send), origin);
+        let mut client = IdentityClient::with_origin(channel, origin);
         let request = CertifyRequest {
             identity: self.config.local_name.to_string(),
             token,
             certificate_signing_request: self.csr.clone(),
         };
-        let result = async {
-            grpc.ready()
-                .await
-                .map_err(|e| CertifyError::Rpc(e.to_string()))?;
-            let path = http::uri::PathAndQuery::from_static(CERTIFY_PATH);
-            grpc.unary(
-                tonic::Request::new(request),
-                path,
-                tonic_prost::ProstCodec::default(),
-            )
-            .await
-            .map_err(|status| {
-                CertifyError::Rpc(format!("{:?}: {}", status.code(), status.message()))
-            })
-        }
-        .await;
+        let result = client.certify(request).await.map_err(|status| {
+            CertifyError::Rpc(format!("{:?}: {}", status.code(), status.message()))
+        });
         driver.abort();
         self.accept(result?.into_inner(), SystemTime::now())
     }
@@ -309,24 +252,6 @@ fn der_or_pem(bytes: Vec<u8>) -> Result<CertificateDer<'static>, CertifyError> {
         return Err(CertifyError::Invalid("empty certificate".to_owned()));
     }
     Ok(CertificateDer::from(bytes))
-}
-
-/// A hyper HTTP/2 connection as the tower service tonic calls.
-struct H2(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
-
-impl tower_service::Service<http::Request<tonic::body::Body>> for H2 {
-    type Response = http::Response<hyper::body::Incoming>;
-    type Error = hyper::Error;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(self.0.send_request(request))
-    }
 }
 
 #[cfg(test)]
@@ -477,7 +402,7 @@ mod tests {
         let response = |until: i64| CertifyResponse {
             leaf_certificate: chain[0].to_vec(),
             intermediate_certificates: vec![chain[1].to_vec()],
-            valid_until: Some(Timestamp {
+            valid_until: Some(prost_types::Timestamp {
                 seconds: until,
                 nanos: 0,
             }),

@@ -18,6 +18,7 @@ mod anchors;
 pub mod certify;
 mod credentials;
 mod error;
+pub mod grpc;
 pub mod inspect;
 pub mod issue;
 mod name;

@@ -305,7 +305,7 @@ impl CertifyService {
         Ok(tonic::Response::new(crate::certify::CertifyResponse {
             leaf_certificate: leaf,
             intermediate_certificates: chain[1..].iter().map(|c| c.to_vec()).collect(),
-            valid_until: Some(crate::certify::Timestamp {
+            valid_until: Some(prost_types::Timestamp {
                 seconds: until,
                 nanos: 0,
             }),
