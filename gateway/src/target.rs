@@ -89,6 +89,14 @@ impl Suffixes {
         Ok(Self { any, suffixes })
     }
 
+    /// Every DNS name (`.`): for names the control plane gave, which the caller never chose.
+    pub fn all() -> Self {
+        Self {
+            any: true,
+            suffixes: Vec::new(),
+        }
+    }
+
     /// Whether the allowlist admits no name at all.
     pub fn is_empty(&self) -> bool {
         !self.any && self.suffixes.is_empty()

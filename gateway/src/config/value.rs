@@ -229,8 +229,9 @@ fn mapping(value: Yaml) -> Result<Vec<(String, Yaml)>, String> {
 
 /// Static endpoints: `NAME:PORT` → endpoints.
 impl Value for BTreeMap<String, Vec<Address>> {
-    const FORM: &'static str = "NAME:PORT=IP:PORT[;identity=ID][;protocol=h2|http1|opaque][;opaque_port=PORT] \
-         (in YAML, a map of NAME:PORT to a list of IP:PORT strings or {addr, identity, protocol, opaque_port})";
+    const FORM: &'static str = "NAME:PORT=IP:PORT[;identity=ID][;protocol=h2|http1|opaque][;opaque_port=PORT]\
+         [;weight=N][;authority_override=NAME:PORT] (in YAML, a map of NAME:PORT to a list of \
+         IP:PORT strings or {addr, identity, protocol, opaque_port, weight, authority_override})";
     const REPEATABLE: bool = true;
     fn from_text(text: &str) -> Result<Self, String> {
         let mut map = Self::new();
@@ -320,6 +321,12 @@ fn address_to_yaml(address: &Address) -> Yaml {
     }
     if let Some(port) = address.opaque_port {
         put("opaque_port", Yaml::Number(port.into()));
+    }
+    if address.weight != 1 {
+        put("weight", Yaml::Number(address.weight.into()));
+    }
+    if let Some(target) = &address.authority_override {
+        put("authority_override", Yaml::String(target.to_string()));
     }
     Yaml::Mapping(map)
 }

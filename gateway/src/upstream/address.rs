@@ -4,12 +4,15 @@
 //! type (`tls_identity`, `protocol_hint`, `opaque_transport.inbound_port`).
 //!
 //! Text form (flags, env, and YAML strings): `IP:PORT` for an unmeshed endpoint, else
-//! `IP:PORT;identity=NAME;protocol=h2|http1|opaque;opaque_port=PORT` (fields in any order).
+//! `IP:PORT;identity=NAME;protocol=h2|http1|opaque;opaque_port=PORT;weight=N;authority_override=NAME:PORT`
+//! (fields in any order).
 
 use std::fmt;
 use std::net::SocketAddr;
 
 use identity::IdentityName;
+
+use crate::target::{Suffixes, Target};
 
 /// An endpoint: its address, and for a meshed pod its proxy's identity and hints.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -24,6 +27,12 @@ pub struct Address {
     /// The pod proxy's inbound port: opaque traffic goes there with a transport header (the only
     /// way into a port its policy marks opaque). Needs `identity`.
     pub opaque_port: Option<u16>,
+    /// Its share of the target's traffic relative to the other endpoints (discovery's weight;
+    /// 1 when not given, never 0).
+    pub weight: u32,
+    /// The endpoint is another gateway (a mirror of a mirror): the transport header to it names
+    /// this `name:port` instead of giving only the port. Needs `opaque_port`.
+    pub authority_override: Option<Target>,
 }
 
 /// What an endpoint is known to speak (Linkerd's `protocol_hint`, or the operator's word).
@@ -70,6 +79,8 @@ impl Address {
             identity: None,
             hint: None,
             opaque_port: None,
+            weight: 1,
+            authority_override: None,
         }
     }
 
@@ -96,6 +107,11 @@ impl Address {
                 "{}: opaque_port needs an identity (a pod proxy's inbound port requires mTLS)",
                 self.addr
             )),
+            _ if self.weight == 0 => Err(format!("{}: weight 0", self.addr)),
+            _ if self.authority_override.is_some() && self.opaque_port.is_none() => Err(format!(
+                "{}: authority_override needs opaque_port (it is sent in a transport header)",
+                self.addr
+            )),
             _ => Ok(()),
         }
     }
@@ -118,9 +134,20 @@ impl Address {
                     .map_err(|_| format!("opaque_port {value:?} is not a port"))?;
                 self.opaque_port = Some(port);
             }
+            "weight" => {
+                self.weight = value
+                    .parse()
+                    .map_err(|_| format!("weight {value:?} is not a number"))?;
+            }
+            "authority_override" => {
+                let target = Target::parse(value, &Suffixes::all())
+                    .map_err(|e| format!("authority_override {value:?}: {e}"))?;
+                self.authority_override = Some(target);
+            }
             other => {
                 return Err(format!(
-                    "unknown endpoint field {other:?} (addr, identity, protocol, opaque_port)"
+                    "unknown endpoint field {other:?} (addr, identity, protocol, opaque_port, \
+                     weight, authority_override)"
                 ));
             }
         }
@@ -129,7 +156,11 @@ impl Address {
 
     /// Whether only the address is set (written as a bare `IP:PORT`).
     pub fn is_plain(&self) -> bool {
-        self.identity.is_none() && self.hint.is_none() && self.opaque_port.is_none()
+        self.identity.is_none()
+            && self.hint.is_none()
+            && self.opaque_port.is_none()
+            && self.weight == 1
+            && self.authority_override.is_none()
     }
 }
 
@@ -178,6 +209,12 @@ impl fmt::Display for Address {
         if let Some(port) = self.opaque_port {
             write!(f, ";opaque_port={port}")?;
         }
+        if self.weight != 1 {
+            write!(f, ";weight={}", self.weight)?;
+        }
+        if let Some(authority) = &self.authority_override {
+            write!(f, ";authority_override={authority}")?;
+        }
         Ok(())
     }
 }
@@ -223,6 +260,13 @@ mod tests {
             ("10.0.0.1:80;identity=a b", "not an identity"),
             ("10.0.0.1:80;identity", "not key=value"),
             ("10.0.0.1:0", "port 0"),
+            ("10.0.0.1:80;weight=0", "weight 0"),
+            ("10.0.0.1:80;weight=x", "not a number"),
+            (
+                "10.0.0.1:80;identity=p.ns.serviceaccount.identity.linkerd.cluster.local;\
+                 authority_override=a.b:80",
+                "needs opaque_port",
+            ),
         ] {
             let e = Address::from_str(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");
@@ -234,14 +278,20 @@ mod tests {
         fn the_text_form_round_trips(
             ip in any::<[u8; 4]>(), port in 1u16.., meshed in any::<bool>(),
             hint in proptest::option::of(prop_oneof![Just(Hint::H2), Just(Hint::Http1), Just(Hint::Opaque)]),
-            inbound in proptest::option::of(1u16..),
+            inbound in proptest::option::of(1u16..), weight in 1u32..,
+            chained in any::<bool>(),
         ) {
             let mut a = Address::plain(SocketAddr::from((ip, port)));
             if meshed {
                 a.identity = Some(IdentityName::from_dns(POD).unwrap());
                 a.opaque_port = inbound;
+                if chained && inbound.is_some() {
+                    a.authority_override =
+                        Some(Target::parse("web.east.svc.cluster.local:80", &Suffixes::all()).unwrap());
+                }
             }
             a.hint = hint;
+            a.weight = weight;
             prop_assert_eq!(Address::from_str(&a.to_string()).unwrap(), a);
         }
     }

@@ -2,6 +2,11 @@
 //! (default 30 ms, decay 10 s) times the requests pending on the endpoint, with the discovery
 //! answer kept until it expires.
 //!
+//! Endpoints with discovery weights that differ are sampled in proportion to their weight (both
+//! candidates, with replacement), and the second replaces the first only when it costs less than
+//! half as much: with even load the split follows the weights, and an endpoint that is clearly
+//! slower or busier still loses.
+//!
 //! An endpoint whose connect fails is ejected: skipped for a backoff (1 s, doubling up to 60 s),
 //! then tried again; a success resets it. When every endpoint is ejected, all are tried (better
 //! a probe than a certain failure).
@@ -49,6 +54,8 @@ struct BalancerState {
     /// Until when that answer holds (`None`: static, forever); asked again after.
     until: Option<Instant>,
     endpoints: Vec<Arc<Endpoint>>,
+    /// Whether the endpoints' weights differ (then P2C samples by weight).
+    weighted: bool,
 }
 
 /// One endpoint: its load, its health, its connections.
@@ -98,6 +105,7 @@ impl Balancer {
                 from: None,
                 until: None,
                 endpoints: Vec::new(),
+                weighted: false,
             }),
             endpoint_count,
             idle_count,
@@ -136,6 +144,9 @@ impl Balancer {
                     .unwrap_or_else(|| Arc::new(Endpoint::new(address.clone())))
             })
             .collect();
+        state.weighted = endpoints
+            .first()
+            .is_some_and(|first| endpoints.iter().any(|e| e.weight != first.weight));
         state.from = Some(endpoints.clone());
         self.endpoint_count
             .set(i64::try_from(state.endpoints.len()).unwrap_or(i64::MAX));
@@ -169,6 +180,11 @@ impl Balancer {
         let allowed = |e: &&Arc<Endpoint>| avoid.is_none_or(|a| !Arc::ptr_eq(a, e));
         let healthy = |e: &&Arc<Endpoint>| allowed(e) && !e.is_ejected(now);
         let choose = |filter: &dyn Fn(&&Arc<Endpoint>) -> bool| -> Option<Arc<Endpoint>> {
+            if state.weighted {
+                return weighted_pair(all, filter, random).map(|(a, b)| {
+                    if b.cost(now) * 2.0 < a.cost(now) { b } else { a }.clone()
+                });
+            }
             let n = all.iter().filter(|e| filter(e)).count() as u64;
             let nth = |i: u64| all.iter().filter(|e| filter(e)).nth(i as usize);
             match n {
@@ -189,6 +205,33 @@ impl Balancer {
             .or_else(|| choose(&allowed))
             .or_else(|| avoid.cloned())
     }
+}
+
+/// Two endpoints passing `filter`, each drawn in proportion to its weight (independently, so
+/// possibly the same one) from the two halves of `random`.
+fn weighted_pair<'a>(
+    all: &'a [Arc<Endpoint>],
+    filter: &dyn Fn(&&Arc<Endpoint>) -> bool,
+    random: u64,
+) -> Option<(&'a Arc<Endpoint>, &'a Arc<Endpoint>)> {
+    let total: u64 = all
+        .iter()
+        .filter(|e| filter(e))
+        .map(|e| u64::from(e.address.weight))
+        .sum();
+    let draw = |half: u64| {
+        // Multiply-shift: a uniform point in [0, total) from 32 random bits.
+        let mut point = ((u128::from(half & 0xffff_ffff) * u128::from(total)) >> 32) as u64;
+        all.iter().filter(|e| filter(e)).find(|e| {
+            let weight = u64::from(e.address.weight);
+            if point < weight {
+                return true;
+            }
+            point -= weight;
+            false
+        })
+    };
+    Some((draw(random)?, draw(random >> 32)?))
 }
 
 // === impl Endpoint ===
@@ -324,6 +367,33 @@ mod tests {
             }
         }
         assert_eq!(fast, 1000, "with two endpoints both are always compared");
+    }
+
+    #[tokio::test]
+    async fn weights_split_even_load_in_proportion() {
+        let b = balancer(&[]);
+        let mut light: Address = "10.0.0.1:80".parse().unwrap();
+        let mut heavy: Address = "10.0.0.2:80".parse().unwrap();
+        (light.weight, heavy.weight) = (1, 3);
+        b.update(&[light.clone(), heavy].into_iter().collect(), None);
+        let picks = |b: &Balancer| {
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            (0..4000)
+                .filter(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    b.pick(seed, None).unwrap().address == light
+                })
+                .count()
+        };
+        let share = picks(&b);
+        assert!((800..1200).contains(&share), "1:3 gives about 1000 of 4000: {share}");
+        // A clearly busier heavy endpoint loses whenever the light one is drawn too:
+        // 1/16 + 6/16 of the picks.
+        endpoint(&b, 1).pending.store(10, Ordering::Relaxed);
+        let share = picks(&b);
+        assert!((1550..1950).contains(&share), "load still counts: {share}");
     }
 
     #[tokio::test]

@@ -181,10 +181,19 @@ pub(super) async fn dial(
                 "the inbound port did not negotiate transport.l5d.io/v1".to_owned(),
             ));
         }
-        let header = transport_header::encode(&TransportHeader {
-            port: address.addr.port(),
-            name: None,
-            protocol,
+        // To a pod: its own port and no name. To another gateway (a mirror of a mirror): the
+        // name and port it must route to.
+        let header = transport_header::encode(&match &address.authority_override {
+            None => TransportHeader {
+                port: address.addr.port(),
+                name: None,
+                protocol,
+            },
+            Some(target) => TransportHeader {
+                port: target.port(),
+                name: Some(target.name().to_owned()),
+                protocol,
+            },
         });
         let written = async {
             stream.write_all(&header).await?;
