@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::proxy::context::{Discovery, Handles, Shared};
 use crate::proxy::listener;
 use crate::socket;
+use crate::upstream;
 
 /// The credentials and anchors to start with, validated, and how they are kept fresh.
 pub struct LoadedIdentity {
@@ -270,9 +271,12 @@ pub async fn start(
         policy: policy.clone(),
         drain: drain_rx.clone(),
     };
-    let shared = Shared::new(config, handles, Discovery::Dns)
-        .map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+    let shared = Shared::new(config, handles, Discovery::Dns).map_err(|e| anyhow::anyhow!(e))?;
     let shared = Arc::new(shared);
+    if let Some(destination) = shared.upstream.destination() {
+        readiness.follow_destination(destination.reached());
+        tokio::spawn(reach_destination(destination.clone()));
+    }
     tokio::spawn(sweep_idle_upstreams(
         Arc::downgrade(&shared),
         config.pool_idle_timeout,
@@ -338,6 +342,22 @@ pub async fn start(
         admin_stop,
         shutdown,
     })
+}
+
+/// Connects to the Destination controller at startup, retrying with backoff until it answers,
+/// so `/ready` and the log tell at once whether it is reachable (lookups reconnect by
+/// themselves later).
+async fn reach_destination(destination: Arc<upstream::Destination>) {
+    for attempt in 0.. {
+        match destination.connect().await {
+            Ok(()) => return,
+            Err(e) => {
+                let delay = destination.backoff(attempt);
+                tracing::warn!(error = %e, retry_in = ?delay, "destination controller not reached");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
 }
 
 /// Closes idle upstream connections a few times per `pool_idle_timeout` (so an idle service

@@ -264,6 +264,29 @@ keys! {
     dns_max_ttl: Duration = Duration::from_secs(300), flag "dns-max-ttl";
     /// DNS servers (`ip:port`); empty means `/etc/resolv.conf`.
     dns_servers: Vec<SocketAddr> = Vec::new();
+    /// Linkerd's Destination service (`host:port`, e.g.
+    /// `linkerd-dst-headless.linkerd.svc.cluster.local.:8086`); when set, names under
+    /// `destination_profile_suffixes` are discovered there instead of DNS.
+    destination_svc_addr: Option<String> = None,
+        linkerd ["LINKERD2_PROXY_DESTINATION_SVC_ADDR"], flag "destination-svc-addr";
+    /// The Destination service's identity: it is reached over mTLS as the gateway's identity and
+    /// must prove this name. Without it only a loopback address is allowed (plaintext).
+    destination_svc_name: Option<String> = None,
+        linkerd ["LINKERD2_PROXY_DESTINATION_SVC_NAME"], check validate::identity_name;
+    /// The context token sent with every lookup, unchanged (the injector's JSON).
+    destination_context: String = String::new(),
+        linkerd ["LINKERD2_PROXY_DESTINATION_CONTEXT"];
+    /// Names looked up with the Destination service (the rest use static endpoints or DNS).
+    destination_profile_suffixes: Vec<String> = vec!["svc.cluster.local.".to_owned()],
+        linkerd ["LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES"];
+    /// How long a Destination stream may go unused before it is closed (reopened on the next
+    /// request; its last answer keeps serving).
+    discovery_idle_timeout: Duration = Duration::from_secs(5),
+        linkerd ["LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT"], check validate::positive;
+    /// How long a request waits for a target's first answer from the Destination service
+    /// before it fails with 503.
+    discovery_timeout: Duration = Duration::from_secs(3),
+        linkerd ["LINKERD2_PROXY_OUTBOUND_HTTP_FAILFAST_TIMEOUT"], check validate::positive;
     /// Deadline for one upstream TCP connect.
     connect_timeout: Duration = Duration::from_secs(1),
         linkerd ["LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT"], check validate::positive;

@@ -2,6 +2,7 @@
 //! gateway's own families. Label values are shared strings; handles are bound once per connection.
 
 mod conn;
+mod control;
 mod credentials;
 mod format;
 mod labels;
@@ -20,6 +21,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub use conn::{ByteMeter, ConnRecord, Metered};
+pub use control::{DestinationMetrics, GrpcLabels, MethodLabels, SplitLabels, UpdateLabels};
 pub use credentials::{AnchorLabels, IdentityMetrics, ResultLabels};
 pub use format::{Format, to_prometheus};
 pub use labels::*;
@@ -79,6 +81,8 @@ pub struct Metrics {
     pub refused: Family<RefusalLabels, Counter>,
     /// `control_identity_*`: the credentials in use and their refreshes.
     pub identity: IdentityMetrics,
+    /// `control_destination_*` and the profile splits.
+    pub destination: DestinationMetrics,
 }
 
 /// One session's metric handles for its current route (status 200), so recording a request
@@ -260,10 +264,13 @@ impl Metrics {
             let _ = identity.refreshes.get_or_create(&ResultLabels { result });
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
         }
+        let destination = DestinationMetrics::default();
+        destination.register(r);
         process::register(r);
         let clock = Arc::new(CoarseClock::new());
         let metrics = Self {
             identity,
+            destination,
             clock: clock.clone(),
             registry,
             requests: Tracked::new(requests, &clock),

@@ -2,7 +2,8 @@
 //! pool of connections. `Upstream` is the one handle the data path holds.
 //!
 //! ```text
-//! discover   static endpoints, else DNS                          upstream/discover.rs
+//! service    a target's profile: split, route timeouts (Destination)   upstream/destination/
+//! discover   static endpoints, else Destination `Get`, else DNS   upstream/discover.rs
 //! balance    P2C over peak-EWMA, ejection with backoff            upstream/balance.rs
 //! pool       HTTP/1 keep-alive pool, one HTTP/2 connection        upstream/pool.rs
 //! connect    TCP; mTLS to meshed pods (+ transport header)         upstream/connect.rs
@@ -18,6 +19,7 @@ mod address;
 pub mod balance;
 mod body;
 mod connect;
+pub mod destination;
 pub mod discover;
 mod error;
 mod pool;
@@ -38,6 +40,8 @@ pub use address::{Address, Hint};
 pub use balance::{Balancer, Endpoint};
 pub use body::Body;
 pub use connect::{ClientTls, Io, TlsRefusal};
+pub use destination::Destination;
+use destination::profile::Profiles;
 pub use discover::Resolver;
 pub use error::{ConnectError, Error, chain};
 use pool::Conn;
@@ -91,14 +95,30 @@ fn shape(
         .map_err(|_| Error::Exchange("a checked target does not make a URI".to_owned()))
 }
 
+/// A logical target: its own balancer and, when the Destination API covers it, its profile
+/// (which may send its requests elsewhere: a split, a per-pod endpoint).
+pub struct Service {
+    direct: Arc<Balancer>,
+    profiles: Option<Arc<Profiles>>,
+}
+
+impl Service {
+    /// The target.
+    pub fn target(&self) -> &Target {
+        self.direct.target()
+    }
+}
+
 /// Every target's balancer, built once.
 pub struct Upstream {
     resolver: Resolver,
+    destination: Option<Arc<Destination>>,
     options: Options,
     /// The client TLS of new connections to meshed endpoints (follows credential reloads).
     tls: watch::Receiver<Arc<ClientTls>>,
     metrics: Arc<Metrics>,
     balancers: Mutex<HashMap<Arc<str>, Arc<Balancer>>>,
+    services: Mutex<HashMap<Arc<str>, Arc<Service>>>,
     seed: AtomicU64,
 }
 
@@ -106,18 +126,89 @@ impl Upstream {
     /// Builds the upstream side.
     pub fn new(
         resolver: Resolver,
+        destination: Option<Arc<Destination>>,
         options: Options,
         tls: watch::Receiver<Arc<ClientTls>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             resolver,
+            destination,
             options,
             tls,
             metrics,
             balancers: Mutex::new(HashMap::new()),
+            services: Mutex::new(HashMap::new()),
             seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
         }
+    }
+
+    /// The Destination client, when one is configured.
+    pub fn destination(&self) -> Option<&Arc<Destination>> {
+        self.destination.as_ref()
+    }
+
+    /// The Destination client if it covers `target` (and no static endpoints do).
+    fn discovered_by(&self, target: &Target) -> Option<&Arc<Destination>> {
+        self.destination
+            .as_ref()
+            .filter(|d| d.covers(target) && !self.resolver.has_static(target))
+    }
+
+    /// The logical target `target`, created on first use.
+    pub fn service(&self, target: &Target) -> Arc<Service> {
+        if let Some(service) = self
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(target.authority())
+        {
+            return service.clone();
+        }
+        let service = Arc::new(Service {
+            direct: self.balancer(target),
+            profiles: self
+                .discovered_by(target)
+                .map(|_| Arc::new(Profiles::new(target.clone()))),
+        });
+        self.services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(target.authority().clone())
+            .or_insert(service)
+            .clone()
+    }
+
+    /// Where a request to `service` goes (`route`: its method and path, for the profile's
+    /// route timeouts; `None` for opaque sessions): the balancer, and the route's timeout.
+    ///
+    /// # Errors
+    /// The profile is refused (404) or did not come in time (503).
+    pub async fn select(
+        &self,
+        service: &Service,
+        route: Option<(&http::Method, &str)>,
+    ) -> Result<(Arc<Balancer>, Option<Duration>), ConnectError> {
+        let (Some(profiles), Some(destination)) = (&service.profiles, &self.destination) else {
+            return Ok((service.direct.clone(), None));
+        };
+        destination::ensure(destination, profiles);
+        let profile = profiles.current(destination.options().wait).await?;
+        let timeout = route.and_then(|(method, path)| profile.route_timeout(method, path));
+        if let Some(endpoint) = &profile.endpoint {
+            return Ok((endpoint.clone(), timeout));
+        }
+        let backend = profile
+            .backend(self.random())
+            .ok_or_else(|| discover::Error::Rejected {
+                name: service.target().to_string(),
+                reason: "the profile has no backend".to_owned(),
+            })?;
+        let balancer = backend
+            .balancer
+            .get_or_init(|| self.balancer(&backend.target))
+            .clone();
+        Ok((balancer, timeout))
     }
 
     /// The balancer of `target`, created on first use.
@@ -139,6 +230,7 @@ impl Upstream {
                 Arc::new(Balancer::new(
                     target,
                     preference,
+                    self.discovered_by(target).cloned(),
                     self.metrics.endpoints.get_or_create_owned(&labels),
                     self.metrics.pool_idle.get_or_create_owned(&labels),
                 ))
@@ -155,7 +247,7 @@ impl Upstream {
     /// version cannot carry, or the exchange itself.
     pub async fn send(
         &self,
-        balancer: &Balancer,
+        balancer: &Arc<Balancer>,
         req: Request<Incoming>,
         needs: Needs,
         names: &Names,
@@ -275,7 +367,7 @@ impl Upstream {
     ///
     /// # Errors
     /// Resolution, or connect failure after one retry on another endpoint.
-    pub async fn connect(&self, balancer: &Balancer) -> Result<Metered<Io>, ConnectError> {
+    pub async fn connect(&self, balancer: &Arc<Balancer>) -> Result<Metered<Io>, ConnectError> {
         self.refresh(balancer).await?;
         let (_, io) = self
             .with_retry(balancer, |endpoint| async move {
@@ -288,7 +380,11 @@ impl Upstream {
 
     /// Brings the balancer's endpoints up to date with discovery once its last answer has
     /// expired (static endpoints never do): no resolution on the request path otherwise.
-    async fn refresh(&self, balancer: &Balancer) -> Result<(), ConnectError> {
+    async fn refresh(&self, balancer: &Arc<Balancer>) -> Result<(), ConnectError> {
+        if let Some(destination) = &balancer.destination {
+            destination::ensure(destination, balancer);
+            return Ok(balancer.answered(destination.options().wait).await?);
+        }
         if balancer.is_fresh(Instant::now()) {
             return Ok(());
         }

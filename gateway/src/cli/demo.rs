@@ -15,9 +15,11 @@ use identity::{TrustAnchors, tls_config};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 mod backend;
+pub mod controller;
 mod pod;
 
 pub use backend::{Backend, Speaks};
+pub use controller::Controller;
 pub use pod::{MeshedPod, PodPort, Seen};
 
 use crate::app;

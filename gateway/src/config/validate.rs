@@ -1,11 +1,13 @@
 //! Validation: each key's own check (declared with the key) and the rules across keys; every
 //! problem is reported, none stops the others.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Config, MAX_HEADER_LIST_SIZE_LIMIT, Problems};
 use crate::target::{Suffixes, Target};
+use crate::upstream::destination;
 
 impl Config {
     /// Checks the combined values; returns every problem (empty when valid).
@@ -87,6 +89,9 @@ impl Config {
                 problems.push(format!("endpoints: {name:?} has no addresses"));
             }
         }
+        if let Err(e) = self.destination_options() {
+            problems.push(e);
+        }
         if self.dns_min_ttl > self.dns_max_ttl {
             problems.push("dns_min_ttl is longer than dns_max_ttl".to_owned());
         }
@@ -140,6 +145,54 @@ impl Config {
     /// When an entry is not a DNS suffix.
     pub fn suffixes(&self) -> Result<Suffixes, crate::target::Error> {
         Suffixes::new(&self.gateway_suffixes)
+    }
+
+    /// The Destination client's options, when `destination_svc_addr` is set.
+    ///
+    /// # Errors
+    /// An address that is not `host:port`, a non-loopback address without
+    /// `destination_svc_name` (linkerd2-proxy refuses it too: lookups would go in plaintext
+    /// across the network), a bad name, or bad suffixes.
+    pub fn destination_options(&self) -> Result<Option<destination::Options>, String> {
+        let Some(addr) = &self.destination_svc_addr else {
+            return Ok(None);
+        };
+        let host = match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+                host.trim_start_matches('[').trim_end_matches(']')
+            }
+            _ => return Err(format!("destination_svc_addr {addr:?} must be host:port")),
+        };
+        let name = match &self.destination_svc_name {
+            Some(name) => Some(
+                name.parse::<identity::IdentityName>()
+                    .map_err(|e| format!("destination_svc_name {name:?}: {e}"))?,
+            ),
+            None => None,
+        };
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if name.is_none() && !loopback {
+            return Err(format!(
+                "destination_svc_addr {addr:?} is not a loopback address: set \
+                 destination_svc_name (LINKERD2_PROXY_DESTINATION_SVC_NAME), the controller's \
+                 identity, so lookups go over mTLS"
+            ));
+        }
+        let suffixes = Suffixes::new(&self.destination_profile_suffixes).map_err(|_| {
+            format!(
+                "destination_profile_suffixes {:?}: every entry must be a DNS suffix or \".\"",
+                self.destination_profile_suffixes
+            )
+        })?;
+        Ok(Some(destination::Options {
+            addr: addr.clone(),
+            name,
+            context: self.destination_context.clone(),
+            suffixes,
+            idle_timeout: self.discovery_idle_timeout,
+            wait: self.discovery_timeout,
+        }))
     }
 }
 

@@ -1,8 +1,12 @@
 //! `Readiness`: what `/ready` answers — listeners bound, credentials valid now, an unexpired
-//! trust anchor, not draining. Written by the app, the credential watcher and the drain.
+//! trust anchor, the Destination controller reached once (when configured), not draining.
+//! Written by the app, the credential watcher and the drain.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
+
+use tokio::sync::watch;
 
 use identity::source::unix_seconds;
 
@@ -14,6 +18,8 @@ pub struct Readiness {
     cert_not_before: AtomicI64,
     cert_not_after: AtomicI64,
     anchors_not_after: AtomicI64,
+    /// Whether the Destination controller was ever reached (`Err`: the last failure).
+    destination: Mutex<Option<watch::Receiver<Result<(), String>>>>,
 }
 
 impl Default for Readiness {
@@ -24,6 +30,7 @@ impl Default for Readiness {
             cert_not_before: AtomicI64::new(i64::MAX),
             cert_not_after: AtomicI64::new(i64::MIN),
             anchors_not_after: AtomicI64::new(i64::MIN),
+            destination: Mutex::new(None),
         }
     }
 }
@@ -32,6 +39,15 @@ impl Readiness {
     /// Records that the data listener is bound and accepting.
     pub fn set_bound(&self) {
         self.bound.store(true, Ordering::Release);
+    }
+
+    /// Follows the Destination controller: not ready until it was reached once (after that, an
+    /// outage is served from the last answers, and readiness stays).
+    pub fn follow_destination(&self, reached: watch::Receiver<Result<(), String>>) {
+        *self
+            .destination
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(reached);
     }
 
     /// Records that the gateway is draining: `/ready` answers 503 from now on.
@@ -86,6 +102,16 @@ impl Readiness {
         }
         if now > self.anchors_not_after.load(Ordering::Acquire) {
             return Err("every trust anchor has expired".to_owned());
+        }
+        if let Some(reached) = &*self
+            .destination
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            && let Err(e) = &*reached.borrow()
+        {
+            return Err(format!(
+                "no answer from the destination controller yet: {e}"
+            ));
         }
         Ok(())
     }

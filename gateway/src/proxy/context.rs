@@ -14,8 +14,8 @@ use tokio::sync::{Semaphore, watch};
 use crate::config::Config;
 use crate::control::policy;
 use crate::metrics::Metrics;
-use crate::target::{self, Suffixes, Target};
-use crate::upstream::{self, ClientTls, Resolver, Upstream, discover::DnsOptions};
+use crate::target::{Suffixes, Target};
+use crate::upstream::{self, ClientTls, Destination, Resolver, Upstream, discover::DnsOptions};
 
 /// What every connection task shares; built once, immutable (the snapshots it holds are swapped
 /// behind their handles).
@@ -91,18 +91,14 @@ impl Shared {
     /// # Errors
     /// An allowlist entry or a static endpoint's name that is not usable (both are checked by
     /// `Config::validate`, so a validated config does not fail here).
-    pub fn new(
-        config: &Config,
-        handles: Handles,
-        discovery: Discovery,
-    ) -> Result<Self, (String, target::Error)> {
+    pub fn new(config: &Config, handles: Handles, discovery: Discovery) -> Result<Self, String> {
         let suffixes = config
             .suffixes()
-            .map_err(|e| ("gateway_suffixes".to_owned(), e))?;
+            .map_err(|e| format!("gateway_suffixes: {e}"))?;
         let mut statics = Vec::new();
         for (name, addrs) in &config.endpoints {
             let target =
-                Target::parse(name, &suffixes).map_err(|e| (format!("endpoint {name}"), e))?;
+                Target::parse(name, &suffixes).map_err(|e| format!("endpoint {name}: {e}"))?;
             statics.push((target, addrs.clone()));
         }
         let resolver = match discovery {
@@ -117,8 +113,22 @@ impl Shared {
                 },
             ),
         };
+        let destination = match (discovery, config.destination_options()) {
+            (Discovery::Dns, Ok(Some(options))) => Some(Arc::new(
+                Destination::new(
+                    options,
+                    handles.upstream_tls.clone(),
+                    config.connect_timeout,
+                    handles.metrics.clone(),
+                )
+                .map_err(|e| format!("destination_svc_addr: {e}"))?,
+            )),
+            (_, Err(e)) => return Err(e),
+            _ => None,
+        };
         let upstream = Upstream::new(
             resolver,
+            destination,
             upstream::Options {
                 connect_timeout: config.connect_timeout,
                 pool_idle_timeout: config.pool_idle_timeout,

@@ -100,7 +100,10 @@ impl Error {
             // A name nobody serves is the caller's mistake (503 fast), not a failing service:
             // a warning per request would flood the log.
             Error::Connect(ConnectError::Resolve(
-                discover::Error::NxDomain(_) | discover::Error::NoEndpoints(_),
+                discover::Error::NxDomain(_)
+                | discover::Error::NoEndpoints(_)
+                | discover::Error::NotFound(_)
+                | discover::Error::Rejected { .. },
             )) => Blame::Downstream,
             Error::ResponseTimeout(_)
             | Error::Connect(_)
@@ -118,6 +121,9 @@ impl Error {
             Error::TransportHeaderTimeout => "timeout",
             Error::Route(route::Error::NoTarget | route::Error::TargetNotText) => "no_target",
             Error::Route(route::Error::Target(e)) if e.is_bad_domain() => "bad_gateway_domain",
+            Error::Connect(ConnectError::Resolve(discover::Error::Rejected { .. })) => {
+                "bad_gateway_domain"
+            }
             Error::Route(route::Error::Target(_)) => "bad_target",
             Error::Route(route::Error::Loop) => "gateway_loop",
             Error::Route(route::Error::Unauthorized { .. }) => "unauthorized",
@@ -154,6 +160,9 @@ impl Error {
         match self {
             Error::Handshake { .. } => None,
             Error::Route(route::Error::Target(e)) if e.is_bad_domain() => {
+                Some("gateway domain invalid")
+            }
+            Error::Connect(ConnectError::Resolve(discover::Error::Rejected { .. })) => {
                 Some("gateway domain invalid")
             }
             Error::Route(route::Error::Loop) => Some("gateway loop"),
@@ -215,6 +224,9 @@ impl Error {
                 StatusCode::BAD_REQUEST
             }
             Error::Route(route::Error::Target(e)) if e.is_bad_domain() => StatusCode::NOT_FOUND,
+            Error::Connect(ConnectError::Resolve(discover::Error::Rejected { .. })) => {
+                StatusCode::NOT_FOUND
+            }
             Error::Route(route::Error::Target(_)) => StatusCode::BAD_REQUEST,
             Error::Route(route::Error::Loop) => StatusCode::LOOP_DETECTED,
             Error::Route(route::Error::Unauthorized { .. }) => StatusCode::FORBIDDEN,
@@ -243,6 +255,9 @@ impl Error {
     pub fn proxy_error(&self) -> String {
         match self {
             Error::Route(route::Error::Target(e)) if e.is_bad_domain() => {
+                target::Error::NotAllowed.to_string()
+            }
+            Error::Connect(ConnectError::Resolve(discover::Error::Rejected { .. })) => {
                 target::Error::NotAllowed.to_string()
             }
             other => other.to_string(),

@@ -28,7 +28,7 @@ use super::route::{self, Source};
 use crate::control::policy;
 use crate::metrics::{Allowed, Label, RouteCache};
 use crate::target::Target;
-use crate::upstream::{Balancer, Names, Needs};
+use crate::upstream::{Names, Needs, Service};
 
 mod respond;
 mod rewrite;
@@ -76,8 +76,8 @@ struct Route {
     forwarded: HeaderValue,
     /// The `authority` metric label.
     label: Label,
-    /// The target's endpoints and connections (shared with every session to it).
-    balancer: Arc<Balancer>,
+    /// The target: its balancer and profile (shared with every session to it).
+    service: Arc<Service>,
     /// Deadline for the response headers.
     response_timeout: Option<Duration>,
     /// The text that named the target (per-request routing), so the next request naming it the
@@ -109,7 +109,7 @@ impl Route {
             ))
             .map_err(|_| invalid("an identity is not a Forwarded value"))?,
             label: Label(target.authority().clone()),
-            balancer: shared.upstream.balancer(target),
+            service: shared.upstream.service(target),
             response_timeout: shared.limits.response_timeout_for(target.authority()),
             named_by: named_by.into(),
         })
@@ -297,14 +297,12 @@ impl Session {
         // The common case: a connection keeps talking to one service (a header session always
         // does), named the same way.
         let last = cache.route.clone().filter(|route| match source {
-            Source::Checked(Ok(target)) => {
-                route.balancer.target().authority() == target.authority()
-            }
+            Source::Checked(Ok(target)) => route.service.target().authority() == target.authority(),
             Source::Checked(Err(_)) | Source::Nothing => false,
             _ => *route.named_by == *named_by,
         });
         let source = match &last {
-            Some(route) => Source::Checked(Ok(route.balancer.target())),
+            Some(route) => Source::Checked(Ok(route.service.target())),
             None => source,
         };
         let snapshot = route::Snapshot {
@@ -376,11 +374,14 @@ impl Session {
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
         let needs = Needs::of(req.version(), req.headers(), upgrade.is_some(), grpc);
-        let sent = self
-            .shared
-            .upstream
-            .send(&route.balancer, req, needs, &route.names);
-        let mut response = match route.response_timeout {
+        let upstream = &self.shared.upstream;
+        let path = req.uri().path();
+        let (balancer, route_timeout) = upstream
+            .select(&route.service, Some((req.method(), path)))
+            .await?;
+        let sent = upstream.send(&balancer, req, needs, &route.names);
+        // A profile route's timeout wins over the configured one.
+        let mut response = match route_timeout.or(route.response_timeout) {
             Some(deadline) => tokio::time::timeout(deadline, sent)
                 .await
                 .map_err(|_| Error::ResponseTimeout(deadline))??,
@@ -421,7 +422,9 @@ impl Session {
         route: &Route,
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, Error> {
-        let tcp = self.shared.upstream.connect(&route.balancer).await?;
+        let upstream = &self.shared.upstream;
+        let (balancer, _) = upstream.select(&route.service, None).await?;
+        let tcp = upstream.connect(&balancer).await?;
         let downstream = hyper::upgrade::on(&mut req);
         let label = route.label.clone();
         tokio::spawn(async move {

@@ -16,7 +16,8 @@ pub async fn proxy<IO>(shared: &Shared, downstream: &mut IO, target: &Target) ->
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let balancer = shared.upstream.balancer(target);
+    let service = shared.upstream.service(target);
+    let (balancer, _) = shared.upstream.select(&service, None).await?;
     let mut upstream = shared.upstream.connect(&balancer).await?;
     let (sent, received) = tokio::io::copy_bidirectional(downstream, &mut upstream)
         .await

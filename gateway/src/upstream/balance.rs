@@ -16,8 +16,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::destination::Destination;
+use super::destination::stream::Usage;
 use super::discover::{self, Endpoints};
 use super::pool::Pool;
 use super::version::{Learned, Preference};
@@ -46,6 +49,24 @@ pub struct Balancer {
     endpoint_count: Gauge,
     /// `outbound_pool_idle_connections{authority}`.
     pub(super) idle_count: Gauge,
+    /// Where the endpoints come from: the Destination API (a `Get` stream), or `None` for
+    /// static endpoints and DNS.
+    pub(super) destination: Option<Arc<Destination>>,
+    /// Its last use and its `Get` stream.
+    pub(super) usage: Usage,
+    /// Woken when the answer changes.
+    changed: Notify,
+}
+
+/// What discovery has said about a target so far.
+#[derive(Clone, Debug)]
+pub(super) enum Answer {
+    /// Nothing yet; the last failure to ask, if any.
+    Pending(Option<String>),
+    /// Endpoints (possibly none).
+    Ready,
+    /// A definite failure (the service does not exist, the name is refused).
+    Failed(discover::Error),
 }
 
 struct BalancerState {
@@ -56,6 +77,7 @@ struct BalancerState {
     endpoints: Vec<Arc<Endpoint>>,
     /// Whether the endpoints' weights differ (then P2C samples by weight).
     weighted: bool,
+    answer: Answer,
 }
 
 /// One endpoint: its load, its health, its connections.
@@ -94,6 +116,7 @@ impl Balancer {
     pub(super) fn new(
         target: &Target,
         preference: Preference,
+        destination: Option<Arc<Destination>>,
         endpoint_count: Gauge,
         idle_count: Gauge,
     ) -> Self {
@@ -106,9 +129,59 @@ impl Balancer {
                 until: None,
                 endpoints: Vec::new(),
                 weighted: false,
+                answer: Answer::Pending(None),
             }),
             endpoint_count,
             idle_count,
+            destination,
+            usage: Usage::default(),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Records what discovery said and wakes the requests waiting for a first answer.
+    pub(super) fn set_answer(&self, answer: Answer) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.answer = match (&state.answer, answer) {
+            // A failure to ask changes nothing once there was an answer.
+            (Answer::Ready | Answer::Failed(_), Answer::Pending(_)) => return,
+            (_, answer) => answer,
+        };
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits up to `wait` for discovery's first answer.
+    ///
+    /// # Errors
+    /// The answer was a failure, or none came in time (`Unavailable`, with the last reason).
+    pub(super) async fn answered(&self, wait: Duration) -> Result<(), discover::Error> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let last = match &self
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .answer
+            {
+                Answer::Ready => return Ok(()),
+                Answer::Failed(e) => return Err(e.clone()),
+                Answer::Pending(last) => last.clone(),
+            };
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(discover::Error::Unavailable {
+                    name: self.authority.0.to_string(),
+                    reason: last.unwrap_or_else(|| {
+                        format!(
+                            "no answer from the destination controller within {}",
+                            humantime::format_duration(wait)
+                        )
+                    }),
+                });
+            }
         }
     }
 
@@ -182,7 +255,12 @@ impl Balancer {
         let choose = |filter: &dyn Fn(&&Arc<Endpoint>) -> bool| -> Option<Arc<Endpoint>> {
             if state.weighted {
                 return weighted_pair(all, filter, random).map(|(a, b)| {
-                    if b.cost(now) * 2.0 < a.cost(now) { b } else { a }.clone()
+                    if b.cost(now) * 2.0 < a.cost(now) {
+                        b
+                    } else {
+                        a
+                    }
+                    .clone()
                 });
             }
             let n = all.iter().filter(|e| filter(e)).count() as u64;
@@ -336,6 +414,7 @@ mod tests {
         let b = Balancer::new(
             &target,
             Preference::Auto,
+            None,
             Gauge::default(),
             Gauge::default(),
         );
@@ -388,7 +467,10 @@ mod tests {
                 .count()
         };
         let share = picks(&b);
-        assert!((800..1200).contains(&share), "1:3 gives about 1000 of 4000: {share}");
+        assert!(
+            (800..1200).contains(&share),
+            "1:3 gives about 1000 of 4000: {share}"
+        );
         // A clearly busier heavy endpoint loses whenever the light one is drawn too:
         // 1/16 + 6/16 of the picks.
         endpoint(&b, 1).pending.store(10, Ordering::Relaxed);

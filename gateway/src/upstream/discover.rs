@@ -33,6 +33,26 @@ pub enum Error {
     /// The name does not exist (NXDOMAIN).
     #[error("{0} does not exist (NXDOMAIN)")]
     NxDomain(String),
+    /// Discovery says the service does not exist (Destination `NoEndpoints{exists: false}`).
+    #[error("{0} is not a known service")]
+    NotFound(String),
+    /// The Destination API refuses the name (`InvalidArgument`, `FailedPrecondition`), or its
+    /// profile has neither a service name nor an endpoint: 404 `bad gateway domain`.
+    #[error("{name}: the destination controller refuses it: {reason}")]
+    Rejected {
+        /// The target.
+        name: String,
+        /// The controller's message.
+        reason: String,
+    },
+    /// No answer from the Destination API in time.
+    #[error("discover {name}: {reason}")]
+    Unavailable {
+        /// The target.
+        name: String,
+        /// The last failure.
+        reason: String,
+    },
     /// The resolver failed (no server answered, …).
     #[error("resolve {name}: {reason}")]
     Dns {
@@ -150,6 +170,13 @@ impl Resolver {
                 .push((target.port(), addrs.into()));
         }
         map
+    }
+
+    /// Whether `target` has static endpoints.
+    pub fn has_static(&self, target: &Target) -> bool {
+        self.statics
+            .get(target.name())
+            .is_some_and(|ports| ports.iter().any(|(p, _)| *p == target.port()))
     }
 
     /// The endpoints of `name:port`.

@@ -1,0 +1,181 @@
+//! The life of one Destination stream, the same for `Get` (a balancer) and `GetProfile` (a
+//! service): opened by the first request, closed after `idle_timeout` without one, opened again
+//! with backoff when it fails (the backoff restarts once a stream answered). What the last
+//! stream said keeps serving until the next one's first message replaces it.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Destination;
+use crate::target::Target;
+
+/// What a stream feeds.
+pub(in crate::upstream) trait Watched: Send + Sync + Sized + 'static {
+    /// The stream's messages.
+    type Message: Send + 'static;
+    /// What one stream remembers between its messages.
+    type Seen: Default + Send;
+    /// `Get` or `GetProfile`.
+    const METHOD: &'static str;
+
+    /// The target looked up.
+    fn target(&self) -> &Target;
+    /// Its use and stream bookkeeping.
+    fn usage(&self) -> &Usage;
+    /// Opens a stream.
+    fn open(
+        &self,
+        destination: &Destination,
+    ) -> impl Future<Output = Result<tonic::Streaming<Self::Message>, tonic::Status>> + Send;
+    /// Takes in one message (`seen` is empty for a new stream's first).
+    fn apply(&self, destination: &Destination, seen: &mut Self::Seen, message: Self::Message);
+    /// A stream could not be opened, or failed before its first message.
+    fn refused(&self, status: &tonic::Status);
+}
+
+/// When something was last used, and whether its stream runs.
+pub(in crate::upstream) struct Usage {
+    watching: AtomicBool,
+    used_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        Self {
+            watching: AtomicBool::new(false),
+            used_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl Usage {
+    /// Records a use now.
+    pub(in crate::upstream) fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.used_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let used = Duration::from_millis(self.used_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(used)
+    }
+}
+
+/// Records a use of `watched` and starts its stream unless one runs.
+pub(in crate::upstream) fn ensure<W: Watched>(destination: &Arc<Destination>, watched: &Arc<W>) {
+    let usage = watched.usage();
+    usage.touch();
+    if !usage.watching.swap(true, Ordering::AcqRel) {
+        tokio::spawn(run(destination.clone(), Arc::downgrade(watched)));
+    }
+}
+
+/// How a stream ended.
+enum Ended {
+    /// Unused for the idle timeout (or gone): stop.
+    Idle,
+    /// Failed or closed: open another after a backoff (restarted when it had answered).
+    Failed { answered: bool },
+}
+
+async fn run<W: Watched>(destination: Arc<Destination>, watched: Weak<W>) {
+    let mut attempt = 0;
+    loop {
+        let Some(strong) = watched.upgrade() else {
+            return;
+        };
+        let opened = strong.open(&destination).await;
+        drop(strong);
+        let ended = match opened {
+            Ok(stream) => follow(&destination, &watched, stream).await,
+            Err(status) => {
+                if let Some(w) = watched.upgrade() {
+                    w.refused(&status);
+                }
+                Ended::Failed { answered: false }
+            }
+        };
+        match ended {
+            Ended::Idle => return,
+            Ended::Failed { answered: true } => attempt = 0,
+            Ended::Failed { answered: false } => attempt += 1,
+        }
+        tokio::time::sleep(destination.backoff(attempt)).await;
+        match watched.upgrade() {
+            Some(w) if !stop_if_idle(&destination, &*w) => {}
+            _ => return,
+        }
+    }
+}
+
+/// Whether `watched` went unused for the idle timeout; then its stream stops (what it said
+/// stays, and the next request opens a new stream).
+fn stop_if_idle<W: Watched>(destination: &Destination, watched: &W) -> bool {
+    let usage = watched.usage();
+    if usage.idle_for() < destination.options.idle_timeout {
+        return false;
+    }
+    tracing::debug!(target = %watched.target(), method = W::METHOD, "destination stream closed: idle");
+    usage.watching.store(false, Ordering::Release);
+    true
+}
+
+async fn follow<W: Watched>(
+    destination: &Destination,
+    watched: &Weak<W>,
+    mut stream: tonic::Streaming<W::Message>,
+) -> Ended {
+    let check = (destination.options.idle_timeout / 2).max(Duration::from_millis(10));
+    let mut seen = W::Seen::default();
+    let mut answered = false;
+    loop {
+        let message = tokio::select! {
+            message = stream.message() => message,
+            () = tokio::time::sleep(check) => match watched.upgrade() {
+                Some(w) if !stop_if_idle(destination, &*w) => continue,
+                _ => {
+                    destination.ended(W::METHOD, tonic::Status::cancelled("idle"));
+                    return Ended::Idle;
+                }
+            },
+        };
+        let Some(watched) = watched.upgrade() else {
+            return Ended::Idle;
+        };
+        let target = watched.target();
+        match message {
+            Ok(Some(message)) => {
+                answered = true;
+                watched.apply(destination, &mut seen, message);
+            }
+            Ok(None) => {
+                destination.ended(W::METHOD, tonic::Status::ok("closed"));
+                tracing::info!(%target, method = W::METHOD, "destination stream closed by the controller");
+                return Ended::Failed { answered };
+            }
+            Err(status) => {
+                let status = destination.ended(W::METHOD, status);
+                if answered {
+                    tracing::warn!(%target, method = W::METHOD, code = ?status.code(), message = status.message(), "destination stream failed; keeping its last answer");
+                } else {
+                    watched.refused(&status);
+                }
+                return Ended::Failed { answered };
+            }
+        }
+    }
+}
+
+/// Whether a refusal is about the name itself (404 `bad gateway domain`, as Linkerd's gateway).
+pub(super) fn rejects_name(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+    )
+}
