@@ -41,6 +41,47 @@ fn check_on_a_bad_file_exits_64_naming_each_problem() {
 }
 
 #[test]
+fn check_on_a_destination_that_would_go_in_plaintext_exits_64() {
+    let out = meshgate()
+        .args(["run", "--check", "--cert", "/c.crt", "--key", "/c.key"])
+        .args(["--trust-anchors", "/ca.crt"])
+        .env(
+            "LINKERD2_PROXY_DESTINATION_SVC_ADDR",
+            "linkerd-dst-headless.linkerd.svc.cluster.local.:8086",
+        )
+        .env(
+            "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES",
+            "svc.cluster.local.,bad name",
+        )
+        .env("LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT", "0s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_mentions(
+        &stderr,
+        &[
+            "is not a loopback address: set destination_svc_name",
+            "destination_profile_suffixes",
+            "discovery_idle_timeout must be greater than zero",
+        ],
+    );
+    // Loopback in plaintext is allowed, as linkerd2-proxy allows it; a bad name is not.
+    let out = meshgate()
+        .args(["run", "--check", "--cert", "/c.crt", "--key", "/c.key"])
+        .args(["--trust-anchors", "/ca.crt"])
+        .env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "127.0.0.1:8086")
+        .env("LINKERD2_PROXY_DESTINATION_SVC_NAME", "not a name")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert_mentions(
+        &String::from_utf8_lossy(&out.stderr),
+        &["destination_svc_name \"not a name\""],
+    );
+}
+
+#[test]
 fn check_on_unusable_credentials_exits_64() {
     let ca = TestCa::new("cli.mesh");
     let other = TestCa::new("other.mesh");

@@ -17,9 +17,11 @@ use gateway::cli::client::Http2Sender;
 use gateway::cli::demo::controller::{Endpoints, Profile, weighted};
 use gateway::cli::demo::{Backend, Controller, MeshedPod, PodPort};
 use gateway::config::Config;
+use gateway::transport_header::{SessionProtocol, TransportHeader};
 use identity::testing::TestCa;
 use linkerd2_proxy_api::destination::{
-    DestinationProfile, ProtocolHint, TlsIdentity, WeightedDst, protocol_hint, tls_identity,
+    DestinationProfile, ProtocolHint, TlsIdentity, WeightedAddr, WeightedDst, protocol_hint,
+    tls_identity,
 };
 use support::{
     CLIENT_ID, GATEWAY_ID, H1, H2, Harness, SOON, collect, eventually, routed_get, send_h1,
@@ -513,5 +515,95 @@ async fn one_stream_serves_concurrent_requests_and_an_idle_stream_closes() {
     assert!(
         eventually(SOON, || async { controller.gets() == 2 }).await,
         "and a new stream opens"
+    );
+}
+
+fn meshed(addr: std::net::SocketAddr, identity: &str, inbound: u16) -> WeightedAddr {
+    let mut endpoint = weighted(addr, 10_000);
+    endpoint.tls_identity = Some(TlsIdentity {
+        strategy: Some(tls_identity::Strategy::DnsLikeIdentity(
+            tls_identity::DnsLikeIdentity {
+                name: identity.to_owned(),
+            },
+        )),
+        server_name: None,
+    });
+    endpoint.protocol_hint = Some(ProtocolHint {
+        protocol: Some(protocol_hint::Protocol::Opaque(protocol_hint::Opaque {})),
+        opaque_transport: Some(protocol_hint::OpaqueTransport {
+            inbound_port: u32::from(inbound),
+        }),
+    });
+    endpoint
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_transport_and_authority_override_from_discovery_reach_the_inbound_port() {
+    const ECHO: &str = "echo.test.svc.cluster.local";
+    const CHAINED: &str = "echo-west.test.svc.cluster.local";
+    const REMOTE_GW: &str =
+        "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.west.local";
+    let ca = TestCa::new("test.mesh");
+    let echo = Backend::start_tcp_echo().await.unwrap();
+    let pod = MeshedPod::start(
+        &ca.credentials(POD_ID),
+        &ca.anchors(),
+        PodPort::Inbound,
+        echo.addr,
+    )
+    .await
+    .unwrap();
+    let remote = MeshedPod::start(
+        &ca.credentials(REMOTE_GW),
+        &ca.anchors(),
+        PodPort::Inbound,
+        echo.addr,
+    )
+    .await
+    .unwrap();
+    let controller = plain_controller().await;
+    // The endpoint's own port is 7777; its proxy's inbound port is where the stand-in listens.
+    controller.set_endpoints(
+        &format!("{ECHO}:7777"),
+        Endpoints::Set(vec![meshed(
+            "127.0.0.1:7777".parse().unwrap(),
+            POD_ID,
+            pod.addr.port(),
+        )]),
+    );
+    // A mirror of a mirror: the endpoint is another cluster's gateway, told where to go.
+    let mut chained = meshed(
+        "127.0.0.1:4143".parse().unwrap(),
+        REMOTE_GW,
+        remote.addr.port(),
+    );
+    chained.authority_override = Some(linkerd2_proxy_api::destination::AuthorityOverride {
+        authority_override: "echo.test.svc.west.local:7777".to_owned(),
+    });
+    controller.set_endpoints(&format!("{CHAINED}:7777"), Endpoints::Set(vec![chained]));
+    let h = gateway(ca, &controller, |_| {}).await;
+
+    support::assert_opaque_echo(&h.client(CLIENT_ID, support::L5D), ECHO, 7777, 64 * 1024).await;
+    let seen = pod.seen();
+    assert_eq!(seen[0].client_id.as_deref(), Some(GATEWAY_ID));
+    assert_eq!(seen[0].alpn.as_deref(), Some(&b"transport.l5d.io/v1"[..]));
+    assert_eq!(
+        seen[0].header,
+        Some(TransportHeader {
+            port: 7777,
+            name: None,
+            protocol: SessionProtocol::Opaque,
+        })
+    );
+
+    support::assert_opaque_echo(&h.client(CLIENT_ID, support::L5D), CHAINED, 7777, 1024).await;
+    assert_eq!(
+        remote.seen()[0].header,
+        Some(TransportHeader {
+            port: 7777,
+            name: Some("echo.test.svc.west.local".to_owned()),
+            protocol: SessionProtocol::Opaque,
+        }),
+        "a gateway endpoint is told the name to route to"
     );
 }

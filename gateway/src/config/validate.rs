@@ -90,7 +90,7 @@ impl Config {
             }
         }
         if let Err(e) = self.destination_options() {
-            problems.push(e);
+            problems.extend(e);
         }
         if self.dns_min_ttl > self.dns_max_ttl {
             problems.push("dns_min_ttl is longer than dns_max_ttl".to_owned());
@@ -150,41 +150,52 @@ impl Config {
     /// The Destination client's options, when `destination_svc_addr` is set.
     ///
     /// # Errors
-    /// An address that is not `host:port`, a non-loopback address without
-    /// `destination_svc_name` (linkerd2-proxy refuses it too: lookups would go in plaintext
-    /// across the network), a bad name, or bad suffixes.
-    pub fn destination_options(&self) -> Result<Option<destination::Options>, String> {
+    /// Every problem: an address that is not `host:port`, a non-loopback address without
+    /// `destination_svc_name` (linkerd2-proxy refuses it too: lookups would cross the network
+    /// in plaintext), a bad name, bad suffixes.
+    pub fn destination_options(&self) -> Result<Option<destination::Options>, Vec<String>> {
         let Some(addr) = &self.destination_svc_addr else {
             return Ok(None);
         };
+        let mut problems = Vec::new();
         let host = match addr.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
-                host.trim_start_matches('[').trim_end_matches(']')
+                Some(host.trim_start_matches('[').trim_end_matches(']'))
             }
-            _ => return Err(format!("destination_svc_addr {addr:?} must be host:port")),
+            _ => {
+                problems.push(format!("destination_svc_addr {addr:?} must be host:port"));
+                None
+            }
         };
         let name = match &self.destination_svc_name {
-            Some(name) => Some(
-                name.parse::<identity::IdentityName>()
-                    .map_err(|e| format!("destination_svc_name {name:?}: {e}"))?,
-            ),
+            Some(name) => name
+                .parse::<identity::IdentityName>()
+                .map_err(|e| problems.push(format!("destination_svc_name {name:?}: {e}")))
+                .ok(),
             None => None,
         };
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if name.is_none() && !loopback {
-            return Err(format!(
+        let loopback = host.is_none_or(|host| {
+            host.eq_ignore_ascii_case("localhost")
+                || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        });
+        if self.destination_svc_name.is_none() && !loopback {
+            problems.push(format!(
                 "destination_svc_addr {addr:?} is not a loopback address: set \
                  destination_svc_name (LINKERD2_PROXY_DESTINATION_SVC_NAME), the controller's \
                  identity, so lookups go over mTLS"
             ));
         }
-        let suffixes = Suffixes::new(&self.destination_profile_suffixes).map_err(|_| {
-            format!(
-                "destination_profile_suffixes {:?}: every entry must be a DNS suffix or \".\"",
-                self.destination_profile_suffixes
-            )
-        })?;
+        let suffixes = Suffixes::new(&self.destination_profile_suffixes)
+            .map_err(|_| {
+                problems.push(format!(
+                    "destination_profile_suffixes {:?}: every entry must be a DNS suffix or \".\"",
+                    self.destination_profile_suffixes
+                ));
+            })
+            .ok();
+        let (Some(suffixes), true) = (suffixes, problems.is_empty()) else {
+            return Err(problems);
+        };
         Ok(Some(destination::Options {
             addr: addr.clone(),
             name,

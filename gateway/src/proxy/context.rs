@@ -123,7 +123,7 @@ impl Shared {
                 )
                 .map_err(|e| format!("destination_svc_addr: {e}"))?,
             )),
-            (_, Err(e)) => return Err(e),
+            (_, Err(e)) => return Err(e.join("; ")),
             _ => None,
         };
         let upstream = Upstream::new(
