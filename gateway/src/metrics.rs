@@ -92,6 +92,7 @@ pub struct RouteCache(std::sync::Mutex<Option<CachedRoute>>);
 
 struct CachedRoute {
     authority: Label,
+    dst: DstLabels,
     allowed_by: Label,
     epoch: u64,
     requests: Counter,
@@ -350,6 +351,7 @@ impl Metrics {
         &self,
         cache: &RouteCache,
         authority: &Label,
+        dst: &DstLabels,
         client_id: &Label,
         allowed: Option<&Allowed>,
         status: u16,
@@ -359,7 +361,10 @@ impl Metrics {
         if let (200, Some(allowed)) = (status, allowed) {
             let cached = cache.0.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(hit) = cached.as_ref().filter(|c| {
-                c.epoch == epoch && c.authority == *authority && c.allowed_by == allowed.name
+                c.epoch == epoch
+                    && c.authority == *authority
+                    && c.allowed_by == allowed.name
+                    && c.dst == *dst
             }) {
                 hit.requests.inc();
                 hit.latency.observe(latency_ms);
@@ -373,6 +378,7 @@ impl Metrics {
             authority: authority.clone(),
             tls: "true",
             client_id: client_id.clone(),
+            dst: dst.clone(),
         };
         let requests = self.requests.get_owned(&route);
         let latency = self.latency.get_owned(&LatencyLabels {
@@ -397,6 +403,7 @@ impl Metrics {
         if status == 200 {
             *cache.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(CachedRoute {
                 authority: authority.clone(),
+                dst: dst.clone(),
                 allowed_by: allowed.name.clone(),
                 epoch,
                 requests,

@@ -339,6 +339,7 @@ async fn a_profile_split_spreads_requests_and_a_new_split_moves_them() {
     controller.set_endpoints(EAST, Endpoints::Set(vec![weighted(pods[0].addr, 1)]));
     controller.set_endpoints(WEST, Endpoints::Set(vec![weighted(pods[1].addr, 1)]));
     controller.set_profile(WEB, split(&[(EAST, 500), (WEST, 500)]));
+    controller.set_labels(EAST, &[("namespace", "test"), ("service", "web-east")]);
     let h = gateway(TestCa::new("test.mesh"), &controller, |_| {}).await;
 
     let (seen, failed) = spread(&h, WEB, 1000).await;
@@ -353,6 +354,11 @@ async fn a_profile_split_spreads_requests_and_a_new_split_moves_them() {
         format!("outbound_profile_backend_weight{{authority=\"{WEB}\",backend=\"{backend}\"}}")
     };
     assert_eq!(h.metric(&weight(EAST)).await, 500);
+    // The HTTP metrics carry the answering service's discovery labels (spec §9.1).
+    let labelled = format!(
+        "request_total{{direction=\"outbound\",authority=\"{WEB}\",tls=\"true\",client_id=\"{CLIENT_ID}\",dst_namespace=\"test\",dst_service=\"web-east\"}}"
+    );
+    assert_eq!(h.metric(&labelled).await, east as u64);
 
     controller.set_profile(WEB, split(&[(EAST, 1000), (WEST, 0)]));
     assert!(

@@ -29,6 +29,44 @@ impl From<&str> for Label {
     }
 }
 
+/// `dst_*` labels from the Destination API's metric labels of the endpoints' set (e.g.
+/// `dst_namespace`, `dst_service`); empty for static and DNS endpoints. Names are made valid
+/// Prometheus names (`[a-zA-Z0-9_]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DstLabels(pub Option<Arc<[(Box<str>, Box<str>)]>>);
+
+impl DstLabels {
+    /// The labels of `metric_labels`, sorted by name.
+    pub fn of<'a>(metric_labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> Self {
+        let mut labels: Vec<(Box<str>, Box<str>)> = metric_labels
+            .into_iter()
+            .map(|(key, value)| {
+                let key: String = key
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                (format!("dst_{key}").into(), value.as_str().into())
+            })
+            .collect();
+        labels.sort();
+        labels.dedup_by(|a, b| a.0 == b.0);
+        Self((!labels.is_empty()).then(|| labels.into()))
+    }
+}
+
+impl EncodeLabelSet for DstLabels {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel as _;
+        for (key, value) in self.0.iter().flat_map(|labels| labels.iter()) {
+            (&**key, &**value).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
 /// Labels of the HTTP families: Linkerd's gateway reports them on its outbound side.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RouteLabels {
@@ -40,6 +78,9 @@ pub struct RouteLabels {
     pub tls: &'static str,
     /// The caller's identity.
     pub client_id: Label,
+    /// What discovery says of the service answering (`dst_*`).
+    #[prometheus(flatten)]
+    pub dst: DstLabels,
 }
 
 /// `RouteLabels` plus the outcome.

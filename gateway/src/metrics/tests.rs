@@ -8,6 +8,7 @@ fn families_have_linkerd_names() {
         authority: "web.ns.svc.cluster.local:80".into(),
         tls: "true",
         client_id: "web.ns.serviceaccount.identity.linkerd.cluster.local".into(),
+        dst: DstLabels::default(),
     };
     metrics.requests.get(&route).inc();
     metrics
@@ -45,6 +46,7 @@ fn idle_label_sets_are_evicted_but_open_connections_stay() {
         authority: "a.svc.cluster.local:80".into(),
         tls: "true",
         client_id: "c".into(),
+        dst: DstLabels::default(),
     };
     metrics.requests.get(&route).inc();
     let open = metrics.open_connection(TcpLabels::inbound("still-open"));
@@ -68,10 +70,12 @@ fn cached_route_handles_count_like_lookups() {
     let metrics = Metrics::new();
     let cache = RouteCache::default();
     let (authority, client) = (Label::from("a.svc.cluster.local:80"), Label::from("c"));
+    let none = DstLabels::default();
     for _ in 0..3 {
         metrics.record_response(
             &cache,
             &authority,
+            &none,
             &client,
             Some(&Allowed::default()),
             200,
@@ -81,13 +85,22 @@ fn cached_route_handles_count_like_lookups() {
     metrics.record_response(
         &cache,
         &authority,
+        &none,
         &client,
         Some(&Allowed::default()),
         503,
         1.0,
     );
     let other = Label::from("b.svc.cluster.local:80");
-    metrics.record_response(&cache, &other, &client, Some(&Allowed::default()), 200, 1.0);
+    let allowed = Some(&Allowed::default());
+    metrics.record_response(&cache, &other, &none, &client, allowed, 200, 1.0);
+    // The same route answered by a service with discovery labels is a series of its own.
+    let dst = DstLabels::of(&std::collections::HashMap::from([
+        ("namespace".to_owned(), "test".to_owned()),
+        ("service".to_owned(), "b".to_owned()),
+        ("bad-name".to_owned(), "x".to_owned()),
+    ]));
+    metrics.record_response(&cache, &other, &dst, &client, allowed, 200, 1.0);
     let text = metrics.encode();
     let route =
         "direction=\"outbound\",authority=\"a.svc.cluster.local:80\",tls=\"true\",client_id=\"c\"";
@@ -115,6 +128,10 @@ fn cached_route_handles_count_like_lookups() {
     );
     assert!(
         text.contains("authority=\"b.svc.cluster.local:80\",tls=\"true\",client_id=\"c\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("request_total{direction=\"outbound\",authority=\"b.svc.cluster.local:80\",tls=\"true\",client_id=\"c\",dst_bad_name=\"x\",dst_namespace=\"test\",dst_service=\"b\"} 1"),
         "{text}"
     );
 }

@@ -26,7 +26,7 @@ use super::error::{Blame, Error};
 use super::forwarded;
 use super::route::{self, Source};
 use crate::control::policy;
-use crate::metrics::{Allowed, Label, RouteCache};
+use crate::metrics::{Allowed, DstLabels, Label, RouteCache};
 use crate::target::Target;
 use crate::upstream::{Names, Needs, Service};
 
@@ -218,12 +218,13 @@ impl Session {
         let routed = self
             .admit(&req)
             .and_then(|permit| Ok((permit, self.route(&req)?)));
+        let mut dst = DstLabels::default();
         let (authority, allowed, permit, result) = match routed {
             Ok((permit, (route, allowed))) => (
                 route.label.clone(),
                 Some(allowed),
                 Some(permit),
-                self.forward(&route, req, grpc).await,
+                self.forward(&route, req, grpc, &mut dst).await,
             ),
             Err(e) => (Label::default(), None, None, Err(e)),
         };
@@ -240,7 +241,7 @@ impl Session {
                 error_response(&error, grpc, http1)
             }
         };
-        self.record(&authority, allowed.as_ref(), response.status(), start);
+        self.record(&authority, &dst, allowed.as_ref(), response.status(), start);
         // The request stays in flight until its response body has been sent.
         response.map(|body| InFlight {
             body,
@@ -339,11 +340,13 @@ impl Session {
         Ok((route, decision.allowed))
     }
 
+    /// Forwards `req` on `route`; `dst` gets the `dst_*` labels of the service that answers.
     async fn forward(
         &self,
         route: &Route,
         mut req: Request<Incoming>,
         grpc: bool,
+        dst: &mut DstLabels,
     ) -> Result<Response<Body>, Error> {
         if req.method() == http::Method::CONNECT {
             return self.tunnel(route, req).await;
@@ -381,12 +384,16 @@ impl Session {
             .await?;
         let sent = upstream.send(&balancer, req, needs, &route.names);
         // A profile route's timeout wins over the configured one.
-        let mut response = match route_timeout.or(route.response_timeout) {
+        let answered = match route_timeout.or(route.response_timeout) {
             Some(deadline) => tokio::time::timeout(deadline, sent)
                 .await
-                .map_err(|_| Error::ResponseTimeout(deadline))??,
-            None => sent.await?,
+                .map_err(|_| Error::ResponseTimeout(deadline))
+                .and_then(|r| r.map_err(Error::from)),
+            None => sent.await.map_err(Error::from),
         };
+        // Read after the send: a first request waited there for discovery's first answer.
+        *dst = balancer.dst_labels();
+        let mut response = answered?;
         if let (Some(protocol), Some(downstream), StatusCode::SWITCHING_PROTOCOLS) =
             (upgrade, downstream_upgrade, response.status())
         {
@@ -447,6 +454,7 @@ impl Session {
     fn record(
         &self,
         authority: &Label,
+        dst: &DstLabels,
         allowed: Option<&Allowed>,
         status: StatusCode,
         start: Instant,
@@ -455,6 +463,7 @@ impl Session {
         self.shared.metrics.record_response(
             &self.route_cache,
             authority,
+            dst,
             &self.peer_label,
             allowed,
             status.as_u16(),

@@ -25,7 +25,7 @@ use super::discover::{self, Endpoints};
 use super::pool::Pool;
 use super::version::{Learned, Preference};
 use super::{Address, ConnectError};
-use crate::metrics::Label;
+use crate::metrics::{DstLabels, Label};
 use crate::target::Target;
 
 /// RTT assumed for an endpoint never measured.
@@ -54,6 +54,8 @@ pub struct Balancer {
     pub(super) destination: Option<Arc<Destination>>,
     /// Its last use and its `Get` stream.
     pub(super) usage: Usage,
+    /// The `dst_*` labels discovery gave its endpoint set.
+    dst: Mutex<DstLabels>,
     /// Woken when the answer changes.
     changed: Notify,
 }
@@ -135,8 +137,22 @@ impl Balancer {
             idle_count,
             destination,
             usage: Usage::default(),
+            dst: Mutex::new(DstLabels::default()),
             changed: Notify::new(),
         }
+    }
+
+    /// The `dst_*` labels of its endpoints (for the HTTP metrics).
+    pub fn dst_labels(&self) -> DstLabels {
+        self.dst
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets the `dst_*` labels discovery gave.
+    pub(super) fn set_dst_labels(&self, labels: DstLabels) {
+        *self.dst.lock().unwrap_or_else(PoisonError::into_inner) = labels;
     }
 
     /// Records what discovery said and wakes the requests waiting for a first answer.

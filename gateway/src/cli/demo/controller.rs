@@ -55,6 +55,7 @@ struct State {
     gets: AtomicUsize,
     profile_gets: AtomicUsize,
     contexts: Mutex<Vec<String>>,
+    labels: Mutex<HashMap<String, HashMap<String, String>>>,
     callers: Mutex<Vec<Option<String>>>,
 }
 
@@ -114,6 +115,21 @@ impl Controller {
         set(&self.state.endpoints, authority, endpoints, || {
             Endpoints::Unknown
         });
+    }
+
+    /// Sets the metric labels of `authority`'s endpoint set (sent with every `Add` from now on).
+    pub fn set_labels(&self, authority: &str, labels: &[(&str, &str)]) {
+        self.state
+            .labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                authority.to_owned(),
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            );
     }
 
     /// Sets what `GetProfile` answers for `authority`, sending it to open streams.
@@ -273,12 +289,20 @@ impl Destination for Answers {
         let authority = self.lookup(request);
         let mut watch = watch_of(&self.0.endpoints, &authority, || Endpoints::Unknown);
         let (tx, rx) = mpsc::channel(16);
+        let state = self.0.clone();
         tokio::spawn(async move {
             let mut last: HashMap<SocketAddr, WeightedAddr> = HashMap::new();
             let mut first = true;
             loop {
                 let current = watch.borrow_and_update().clone();
-                for message in updates(&mut last, current, first) {
+                let labels = state
+                    .labels
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&authority)
+                    .cloned()
+                    .unwrap_or_default();
+                for message in updates(&mut last, current, first, labels) {
                     let end = message.is_err();
                     if tx.send(message).await.is_err() || end {
                         return;
@@ -337,6 +361,7 @@ fn updates(
     last: &mut HashMap<SocketAddr, WeightedAddr>,
     current: Endpoints,
     first: bool,
+    metric_labels: HashMap<String, String>,
 ) -> Vec<Result<Update, tonic::Status>> {
     let message = |u| Ok(Update { update: Some(u) });
     match current {
@@ -379,7 +404,7 @@ fn updates(
             if !added.is_empty() || first {
                 out.push(message(update::Update::Add(WeightedAddrSet {
                     addrs: added,
-                    metric_labels: HashMap::new(),
+                    metric_labels,
                 })));
             }
             out

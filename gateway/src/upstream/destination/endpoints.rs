@@ -8,7 +8,7 @@ use linkerd2_proxy_api::destination::{Update, update};
 
 use super::stream::{Usage, Watched, rejects_name};
 use super::{Destination, convert};
-use crate::metrics::UpdateLabels;
+use crate::metrics::{DstLabels, UpdateLabels};
 use crate::target::Target;
 use crate::upstream::balance::{Answer, Balancer};
 use crate::upstream::{Address, discover};
@@ -51,6 +51,9 @@ impl Watched for Balancer {
         match update {
             update::Update::Add(added) => {
                 count("add");
+                if !added.metric_labels.is_empty() {
+                    self.set_dst_labels(DstLabels::of(&added.metric_labels));
+                }
                 for weighted in &added.addrs {
                     match convert::address(weighted) {
                         Ok(address) => {
