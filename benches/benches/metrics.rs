@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gateway::metrics::{Allowed, Label, Metrics, RouteCache};
+use gateway::metrics::{Allowed, DstLabels, Label, Metrics, RouteCache};
 
 fn record(c: &mut Criterion) {
     let metrics = Metrics::new();
@@ -14,14 +14,16 @@ fn record(c: &mut Criterion) {
     ));
     let cache = RouteCache::default();
     let allowed = Allowed::default();
+    let dst = DstLabels::default();
+    let service = (&authority, &dst);
     c.bench_function("metrics/record_request_cached", |b| {
-        b.iter(|| metrics.record_response(&cache, &authority, &client, Some(&allowed), 200, 1.5))
+        b.iter(|| metrics.record_response(&cache, service, &client, Some(&allowed), 200, 1.5))
     });
     c.bench_function("metrics/record_request_lookup", |b| {
         b.iter(|| {
             metrics.record_response(
                 &RouteCache::default(),
-                &authority,
+                service,
                 &client,
                 Some(&allowed),
                 200,

@@ -350,8 +350,7 @@ impl Metrics {
     pub fn record_response(
         &self,
         cache: &RouteCache,
-        authority: &Label,
-        dst: &DstLabels,
+        (authority, dst): (&Label, &DstLabels),
         client_id: &Label,
         allowed: Option<&Allowed>,
         status: u16,

@@ -33,7 +33,10 @@ impl From<&str> for Label {
 /// `dst_namespace`, `dst_service`); empty for static and DNS endpoints. Names are made valid
 /// Prometheus names (`[a-zA-Z0-9_]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct DstLabels(pub Option<Arc<[(Box<str>, Box<str>)]>>);
+pub struct DstLabels(pub Option<DstPairs>);
+
+/// `dst_*` label names and values, sorted by name.
+pub type DstPairs = Arc<[(Box<str>, Box<str>)]>;
 
 impl DstLabels {
     /// The labels of `metric_labels`, sorted by name.

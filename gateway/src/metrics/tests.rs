@@ -74,8 +74,7 @@ fn cached_route_handles_count_like_lookups() {
     for _ in 0..3 {
         metrics.record_response(
             &cache,
-            &authority,
-            &none,
+            (&authority, &none),
             &client,
             Some(&Allowed::default()),
             200,
@@ -84,8 +83,7 @@ fn cached_route_handles_count_like_lookups() {
     }
     metrics.record_response(
         &cache,
-        &authority,
-        &none,
+        (&authority, &none),
         &client,
         Some(&Allowed::default()),
         503,
@@ -93,14 +91,14 @@ fn cached_route_handles_count_like_lookups() {
     );
     let other = Label::from("b.svc.cluster.local:80");
     let allowed = Some(&Allowed::default());
-    metrics.record_response(&cache, &other, &none, &client, allowed, 200, 1.0);
+    metrics.record_response(&cache, (&other, &none), &client, allowed, 200, 1.0);
     // The same route answered by a service with discovery labels is a series of its own.
     let dst = DstLabels::of(&std::collections::HashMap::from([
         ("namespace".to_owned(), "test".to_owned()),
         ("service".to_owned(), "b".to_owned()),
         ("bad-name".to_owned(), "x".to_owned()),
     ]));
-    metrics.record_response(&cache, &other, &dst, &client, allowed, 200, 1.0);
+    metrics.record_response(&cache, (&other, &dst), &client, allowed, 200, 1.0);
     let text = metrics.encode();
     let route =
         "direction=\"outbound\",authority=\"a.svc.cluster.local:80\",tls=\"true\",client_id=\"c\"";

@@ -462,8 +462,7 @@ impl Session {
         let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
         self.shared.metrics.record_response(
             &self.route_cache,
-            authority,
-            dst,
+            (authority, dst),
             &self.peer_label,
             allowed,
             status.as_u16(),
