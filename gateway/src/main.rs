@@ -266,16 +266,17 @@ fn run(args: &RunArgs) -> ExitCode {
 fn check(args: &CheckCommand) -> ExitCode {
     use gateway::cli::check::{self, Output};
     let config = args.config.load();
-    let report = if args.check.remote.is_some() {
-        match runtime(Some(1)) {
-            Ok(rt) => rt.block_on(check::remote(config, &args.check)),
-            Err(e) => {
-                eprintln!("meshgate check: {e:#}");
-                return ExitCode::FAILURE;
-            }
+    let rt = match runtime(Some(1)) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshgate check: {e:#}");
+            return ExitCode::FAILURE;
         }
+    };
+    let report = if args.check.remote.is_some() {
+        rt.block_on(check::remote(config, &args.check))
     } else {
-        check::local(config, &args.check)
+        rt.block_on(check::local(config, &args.check))
     };
     match args.check.output {
         Output::Human => print!("{}", report.render()),

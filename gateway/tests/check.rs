@@ -190,3 +190,76 @@ fn check_with_linkerd_identity_checks_the_token_instead_of_files() {
     );
     assert_eq!(statuses(&report, "anchor expiry"), ["ok"]);
 }
+
+/// `meshgate check` run off the test's runtime (the controller answers on it).
+async fn check_json_async(args: Vec<std::ffi::OsString>) -> (Option<i32>, serde_json::Value) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        check_json(&args)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reaches_the_destination_controller_verifies_it_and_looks_up_a_target() {
+    use gateway::cli::demo::Controller;
+    use gateway::cli::demo::controller::{Endpoints, weighted};
+    const CONTROLLER: &str = "linkerd-destination.linkerd.serviceaccount.identity.linkerd.cli.mesh";
+    const WEB: &str = "web.test.svc.cluster.local:80";
+    let ca = TestCa::new("cli.mesh");
+    let dir = identity_dir("check-destination", &ca.leaf(GATEWAY), &ca.anchors_pem());
+    let controller = Controller::start(Some((&ca.credentials(CONTROLLER), &ca.anchors())))
+        .await
+        .unwrap();
+    controller.set_endpoints(
+        WEB,
+        Endpoints::Set(vec![weighted("10.1.0.5:80".parse().unwrap(), 1)]),
+    );
+    let args = |name: &str, lookup: &str| -> Vec<std::ffi::OsString> {
+        vec![
+            "--identity-dir".into(),
+            dir.clone().into(),
+            "--listen=127.0.0.1:0".into(),
+            "--admin-listen=127.0.0.1:0".into(),
+            format!("--destination-svc-addr={}", controller.addr).into(),
+            "--lookup".into(),
+            lookup.into(),
+            "--timeout=2s".into(),
+            "--config".into(),
+            {
+                let file = temp_dir(&format!("check-destination-{name}")).join("c.yaml");
+                std::fs::write(&file, format!("destination_svc_name: {name}\n")).unwrap();
+                file.into()
+            },
+        ]
+    };
+    let (status, report) = check_json_async(args(CONTROLLER, WEB)).await;
+    assert_eq!(status, Some(0), "{report:#}");
+    assert!(
+        detail(&report, "destination").contains(&format!("it proved {CONTROLLER}")),
+        "{report:#}"
+    );
+    assert!(
+        detail(&report, "profile").contains("service web.test.svc.cluster.local"),
+        "{report:#}"
+    );
+    assert_eq!(statuses(&report, "endpoints"), ["ok"]);
+    assert!(detail(&report, "endpoints").contains("1 endpoint(s), 0 meshed"));
+
+    let (status, report) =
+        check_json_async(args(CONTROLLER, "gone.test.svc.cluster.local:80")).await;
+    assert_eq!(status, Some(1));
+    assert!(
+        detail(&report, "endpoints").contains("no such service"),
+        "{report:#}"
+    );
+
+    let wrong = "someone.linkerd.serviceaccount.identity.linkerd.cli.mesh";
+    let (status, report) = check_json_async(args(wrong, WEB)).await;
+    assert_eq!(status, Some(1));
+    assert!(
+        detail(&report, "destination").contains("identity mismatch"),
+        "{report:#}"
+    );
+}

@@ -1,7 +1,9 @@
 //! `meshgate check`: a preflight for operators. Locally it checks what `meshgate run` would
 //! start with — the configuration, the policy, the trust anchors, that the credentials chain to
 //! them and name the identity the Service announces, how many days each certificate has left,
-//! and that the ports can be bound. With `--remote` it is a mesh client of a running gateway
+//! and that the ports can be bound; with `destination_svc_addr`, that the Destination controller
+//! is reached and proves its identity, and with `--lookup` what it answers for a target
+//! (`check/control.rs`). With `--remote` it is a mesh client of a running gateway
 //! (`check/remote.rs`).
 //!
 //! Every check reports `ok`, `warn` or `fail`; any `fail` makes the command exit 1.
@@ -19,6 +21,7 @@ use serde_json::{Map, Value, json};
 use crate::app;
 use crate::config::{Config, Problems};
 
+mod control;
 mod remote;
 
 pub use remote::remote;
@@ -59,6 +62,10 @@ pub struct CheckArgs {
     /// (transport header, HTTP/1) and report whether the gateway routed it.
     #[arg(long, value_name = "NAME:PORT", requires = "remote")]
     pub target: Option<String>,
+    /// Without `--remote`, with `destination_svc_addr` set: ask the Destination controller for
+    /// this target's profile and endpoints (NAME:PORT) and report what it answers.
+    #[arg(long, value_name = "NAME:PORT", conflicts_with = "remote")]
+    pub lookup: Option<String>,
     /// Deadline for each network step.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -149,8 +156,9 @@ impl Report {
     }
 }
 
-/// Checks the local setup: `config` as `meshgate run` would load it.
-pub fn local(config: Result<Config, Problems>, args: &CheckArgs) -> Report {
+/// Checks the local setup: `config` as `meshgate run` would load it, and the Destination
+/// controller it names.
+pub async fn local(config: Result<Config, Problems>, args: &CheckArgs) -> Report {
     let mut report = Report::default();
     let config = match config {
         Ok(config) => {
@@ -194,6 +202,7 @@ pub fn local(config: Result<Config, Problems>, args: &CheckArgs) -> Report {
             ),
         };
     }
+    control::destination(&config, args, &mut report).await;
     report
 }
 

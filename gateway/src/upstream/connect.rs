@@ -59,6 +59,20 @@ impl ClientTls {
             transport: Arc::new(transport),
         })
     }
+
+    /// Configs presenting no certificate (for a check that only talks plaintext).
+    ///
+    /// # Errors
+    /// When rustls refuses the anchors.
+    pub fn without_identity(anchors: &identity::TrustAnchors) -> Result<Self, identity::Error> {
+        let app = tls_config::client_config(None, anchors, &[])?;
+        let transport =
+            tls_config::client_config(None, anchors, &[tls_config::ALPN_TRANSPORT_HEADER])?;
+        Ok(Self {
+            app: Arc::new(app),
+            transport: Arc::new(transport),
+        })
+    }
 }
 
 /// Why an upstream TLS handshake was refused; the `tls_*` reasons of
