@@ -448,6 +448,9 @@ fn the_demo_walks_every_step_and_reaches_its_meshed_service_over_mtls() {
             "demo: every step behaved as expected",
             "pod proxy: 1 mTLS connection(s), caller linkerd-gateway.linkerd-multicluster",
             "SNI frontend.test.serviceaccount.identity.linkerd.cluster.local",
+            "store.test.svc.cluster.local:8080 split 50/50 by its profile -> local pods",
+            "outbound_profile_backend_weight{authority=\"store.test.svc.cluster.local:8080\",backend=\"store-west.test.svc.cluster.local:8080\"} 500",
+            "ready: yes",
         ],
     );
 }

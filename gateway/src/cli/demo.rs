@@ -41,6 +41,12 @@ pub const SERVICES: [&str; 2] = [
 pub const POD_ID: &str = "frontend.test.serviceaccount.identity.linkerd.cluster.local";
 /// The demo's opaque TCP echo service.
 pub const ECHO_SERVICE: (&str, u16) = ("echo.test.svc.cluster.local", 7777);
+/// The demo's split service: its profile (from the embedded Destination controller) sends half
+/// its traffic to its local pods and half to the mirror of the west cluster's.
+pub const SPLIT: (&str, &str) = (
+    "store.test.svc.cluster.local:8080",
+    "store-west.test.svc.cluster.local:8080",
+);
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -233,6 +239,38 @@ fn meshed_step(pod: &MeshedPod) -> bool {
     ok
 }
 
+/// The split service, 100 requests over one HTTP/2 connection: counts per backend.
+async fn split_step(client: &MtlsClient) -> anyhow::Result<bool> {
+    let (service, west) = SPLIT;
+    let mut h2 = client.http2().await?;
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..100 {
+        h2.ready().await?;
+        let req = Request::get(format!("http://{service}/")).body(Full::default())?;
+        let response = h2.send_request(req).await?;
+        let ok = response.status() == StatusCode::OK;
+        let body = response.into_body().collect().await?.to_bytes();
+        let name = if ok {
+            String::from_utf8_lossy(&body)
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            "failed".to_owned()
+        };
+        *counts.entry(name).or_default() += 1;
+    }
+    let local = counts.get("store").copied().unwrap_or(0);
+    let remote = counts.get("store-west").copied().unwrap_or(0);
+    let ok = local + remote == 100 && local >= 25 && remote >= 25;
+    println!(
+        "  {}  {service} split 50/50 by its profile -> local pods {local}, {west} {remote} (of 100)",
+        if ok { "ok " } else { "ERR" },
+    );
+    Ok(ok)
+}
+
 /// A caller whose certificate chains to another trust anchor is refused at the handshake.
 async fn refused_step(intruder: &MtlsClient) -> anyhow::Result<bool> {
     let outcome = match intruder.http1().await {
@@ -259,6 +297,40 @@ async fn refused_step(intruder: &MtlsClient) -> anyhow::Result<bool> {
     }
 }
 
+/// The embedded Destination controller: `store` split 50/50 between its own endpoints and
+/// `store-west`'s (two backends it returns).
+async fn split_controller() -> anyhow::Result<(Controller, [Backend; 2])> {
+    use controller::{Endpoints, Profile, weighted};
+    use linkerd2_proxy_api::destination::{DestinationProfile, WeightedDst};
+    let (service, west) = SPLIT;
+    let store = [
+        Backend::start("store").await?,
+        Backend::start("store-west").await?,
+    ];
+    let controller = Controller::start(None).await?;
+    controller.set_endpoints(service, Endpoints::Set(vec![weighted(store[0].addr, 1)]));
+    controller.set_endpoints(west, Endpoints::Set(vec![weighted(store[1].addr, 1)]));
+    // What Linkerd's controller labels an endpoint set with: the HTTP metrics get them as dst_*.
+    controller.set_labels(service, &[("namespace", "test"), ("service", "store")]);
+    controller.set_labels(west, &[("namespace", "test"), ("service", "store-west")]);
+    controller.set_profile(
+        service,
+        Profile::Set(Box::new(DestinationProfile {
+            fully_qualified_name: "store.test.svc.cluster.local".to_owned(),
+            dst_overrides: [service, west]
+                .into_iter()
+                .map(|authority| WeightedDst {
+                    authority: authority.to_owned(),
+                    weight: 500,
+                    backend_ref: None,
+                })
+                .collect(),
+            ..DestinationProfile::default()
+        })),
+    );
+    Ok((controller, store))
+}
+
 /// Runs the demo; returns whether every step behaved as expected.
 ///
 /// # Errors
@@ -277,12 +349,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     )
     .await?;
     let echo = Backend::start_tcp_echo().await?;
+    let (controller, store) = split_controller().await?;
     let mut config = Config {
         listen: options.listen,
         admin_listen: options.admin_listen,
         cert: Some(dir.join("gateway.crt")),
         key: Some(dir.join("gateway.key")),
         trust_anchors: Some(dir.join("ca.crt")),
+        destination_svc_addr: Some(controller.addr.to_string()),
         ..Config::default()
     };
     config
@@ -311,6 +385,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         "            {}:{} -> {} (opaque TCP echo)",
         ECHO_SERVICE.0, ECHO_SERVICE.1, echo.addr
     );
+    println!(
+        "            {} -> split by a Destination controller on {}: {} (local) / {} ({})",
+        SPLIT.0, controller.addr, store[0].addr, store[1].addr, SPLIT.1
+    );
     println!("  PKI in {}\n", dir.display());
 
     let client = pki.client.credentials(&pki.anchors)?;
@@ -332,6 +410,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     )
     .await?;
     ok &= meshed_step(&pod);
+    println!("As Linkerd's gateway, discovering through the Destination API:");
+    ok &= split_step(&connect(&[tls_config::ALPN_H2])?).await?;
     println!("As a caller of another mesh:");
     let foreign = pki.foreign.credentials(&pki.foreign_anchors)?;
     ok &= refused_step(&MtlsClient::new(
@@ -346,6 +426,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     println!("\nmetrics (http://{}/metrics):", bound.admin_addr);
     for line in bound.metrics.encode().lines() {
         let interesting = (line.starts_with("request_total")
+            || line.starts_with("outbound_profile_backend_weight")
             || line.starts_with("response_total")
             || line.starts_with("inbound_tcp_transport_header_connections_total"))
             || (line.starts_with("gateway_handshakes_refused_total") && !line.ends_with(" 0"));
