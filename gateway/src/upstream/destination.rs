@@ -14,7 +14,7 @@
 //!   target's first answer (then 503).
 //! - Every stream sends `destination_context` as its context token, unchanged.
 
-mod convert;
+pub mod convert;
 mod endpoints;
 pub(super) mod profile;
 pub(super) mod stream;
@@ -37,6 +37,44 @@ use super::{Address, ClientTls, connect};
 use crate::metrics::{MethodLabels, Metrics};
 use crate::target::{Suffixes, Target};
 use crate::transport_header::SessionProtocol;
+
+/// How meshgate reads a `GetProfile` answer for `target`: the backends and their weights (the
+/// service itself when there is no split; none for a per-pod endpoint, which is returned), and
+/// the timeout of the route `method` and `path` match.
+///
+/// # Errors
+/// Why requests to `target` would get 404 (no service name and no endpoint), or a bad endpoint.
+pub fn explain_profile(
+    target: &Target,
+    message: DestinationProfile,
+    method: &http::Method,
+    path: &str,
+) -> Result<Explained, String> {
+    let profile = profile::Profile::of(target, message)?;
+    Ok(Explained {
+        backends: profile
+            .backends
+            .iter()
+            .map(|b| (b.target.clone(), b.weight))
+            .collect(),
+        endpoint: profile
+            .endpoint
+            .as_ref()
+            .and_then(|b| b.endpoints().first().map(|e| e.address.clone())),
+        timeout: profile.route_timeout(method, path),
+    })
+}
+
+/// [`explain_profile`]'s answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explained {
+    /// Backends and weights.
+    pub backends: Vec<(Target, u32)>,
+    /// The per-pod endpoint, for a name that is not a service.
+    pub endpoint: Option<Address>,
+    /// The matched route's timeout.
+    pub timeout: Option<Duration>,
+}
 
 /// How the Destination client is set up.
 #[derive(Clone, Debug)]

@@ -13,6 +13,7 @@ use crate::app;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::target::{Suffixes, Target};
+use crate::upstream::destination::explain_profile;
 use crate::upstream::{ClientTls, Destination};
 use linkerd2_proxy_api::destination::update;
 
@@ -103,23 +104,33 @@ async fn look_up(
     };
     match tokio::time::timeout(deadline, profile).await {
         Ok(Ok(profile)) => {
-            let splits: Vec<String> = profile
-                .dst_overrides
-                .iter()
-                .map(|d| format!("{} ({})", d.authority, d.weight))
-                .collect();
-            let detail = match (profile.fully_qualified_name.as_str(), &profile.endpoint) {
-                ("", Some(_)) => "a per-pod endpoint".to_owned(),
-                ("", None) => "no service and no endpoint: requests get 404".to_owned(),
-                (name, _) if splits.is_empty() => format!("service {name}"),
-                (name, _) => format!("service {name}, split {}", splits.join(", ")),
-            };
-            let status = if profile.fully_qualified_name.is_empty() && profile.endpoint.is_none() {
-                Status::Warn
-            } else {
-                Status::Ok
-            };
-            report.push("profile", status, format!("{target}: {detail}"));
+            let name = profile.fully_qualified_name.clone();
+            // As the gateway reads it.
+            match explain_profile(target, profile, &http::Method::GET, "/") {
+                Ok(explained) => {
+                    let detail = match (&explained.endpoint, explained.backends.as_slice()) {
+                        (Some(endpoint), _) => format!("a per-pod endpoint {endpoint}"),
+                        (None, [_]) => format!("service {}", name.trim_end_matches('.')),
+                        (None, backends) => format!(
+                            "service {}, split {}",
+                            name.trim_end_matches('.'),
+                            backends
+                                .iter()
+                                .map(|(t, w)| format!("{t} ({w})"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    };
+                    report.push("profile", Status::Ok, format!("{target}: {detail}"));
+                }
+                Err(e) => {
+                    report.push(
+                        "profile",
+                        Status::Warn,
+                        format!("{target}: {e}: requests get 404"),
+                    );
+                }
+            }
         }
         Ok(Err(e)) => report.fail("profile", format!("{target}: {e}")),
         Err(_) => report.fail(

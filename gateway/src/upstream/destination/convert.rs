@@ -17,7 +17,7 @@ use crate::upstream::{Address, Hint};
 /// # Errors
 /// No or a bad address, an identity that is not a name, or fields that do not go together (an
 /// inbound port without an identity): the endpoint is left out, and the caller logs why.
-pub(super) fn address(weighted: &WeightedAddr) -> Result<Address, String> {
+pub fn address(weighted: &WeightedAddr) -> Result<Address, String> {
     let addr = socket_addr(weighted.addr)?;
     let mut address = Address::plain(addr);
     // Linkerd sends 10 000 for every pod; 0 means unset.
@@ -54,7 +54,7 @@ pub(super) fn address(weighted: &WeightedAddr) -> Result<Address, String> {
 ///
 /// # Errors
 /// Missing, or not an IPv4/IPv6 address and port.
-pub(super) fn socket_addr(addr: Option<TcpAddress>) -> Result<SocketAddr, String> {
+pub fn socket_addr(addr: Option<TcpAddress>) -> Result<SocketAddr, String> {
     let addr = addr.ok_or("an endpoint without an address")?;
     SocketAddr::try_from(addr).map_err(|e| format!("a bad endpoint address: {e}"))
 }
@@ -170,6 +170,38 @@ mod tests {
         ] {
             let e = address(&w).unwrap_err();
             assert!(e.contains(says), "{e}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn whatever_the_controller_sends_an_accepted_endpoint_is_consistent(
+            ip in proptest::prelude::any::<[u8; 4]>(), port in 0u32..70_000,
+            weight in proptest::prelude::any::<u32>(),
+            identity in proptest::option::of("[a-z0-9.-]{0,40}"),
+            h2 in proptest::prelude::any::<bool>(),
+            inbound in proptest::option::of(0u32..70_000),
+            over in proptest::option::of("[a-z0-9.:-]{0,30}"),
+        ) {
+            let mut w = WeightedAddr {
+                addr: Some(linkerd2_proxy_api::net::TcpAddress {
+                    ip: Some(std::net::IpAddr::from(ip).into()),
+                    port,
+                }),
+                weight,
+                ..Default::default()
+            };
+            w.tls_identity = identity.map(|name| tls(&name));
+            w.protocol_hint = Some(ProtocolHint {
+                protocol: h2.then_some(Protocol::H2(protocol_hint::H2 {})),
+                opaque_transport: inbound.map(|inbound_port| protocol_hint::OpaqueTransport { inbound_port }),
+            });
+            w.authority_override = over.map(|authority_override| AuthorityOverride { authority_override });
+            if let Ok(a) = address(&w) {
+                proptest::prop_assert!(a.check().is_ok());
+                proptest::prop_assert!(a.weight >= 1);
+                proptest::prop_assert_eq!(a.to_string().parse::<Address>(), Ok(a));
+            }
         }
     }
 }

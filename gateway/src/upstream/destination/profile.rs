@@ -170,7 +170,7 @@ impl Profile {
     ///
     /// # Errors
     /// Neither a service name nor an endpoint: nothing to send to (404).
-    fn of(target: &Target, message: DestinationProfile) -> Result<Self, String> {
+    pub(super) fn of(target: &Target, message: DestinationProfile) -> Result<Self, String> {
         let routes = message
             .routes
             .into_iter()
