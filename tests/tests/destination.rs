@@ -613,3 +613,87 @@ async fn opaque_transport_and_authority_override_from_discovery_reach_the_inboun
         "a gateway endpoint is told the name to route to"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_endpoints_win_and_a_failing_profile_stream_is_retried() {
+    let controller = plain_controller().await;
+    let pod = Backend::start("web").await.unwrap();
+    controller.set_endpoints(WEB, Endpoints::Set(vec![weighted(pod.addr, 1)]));
+    controller.set_profile(WEB, Profile::Refuse(tonic::Code::Unavailable));
+    let h = gateway(TestCa::new("test.mesh"), &controller, |c| {
+        c.discovery_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut send = session(&h).await;
+    // The harness's SERVICE has static endpoints: the controller is never asked about it.
+    assert_eq!(get(&mut send, support::SERVICE).await.0, 200);
+    assert_eq!((controller.gets(), controller.profile_gets()), (0, 0));
+
+    let (status, _, error) = get(&mut send, WEB).await;
+    assert_eq!(status, 503, "{error:?}");
+    assert!(
+        error
+            .as_deref()
+            .unwrap()
+            .contains("GetProfile: Unavailable"),
+        "{error:?}"
+    );
+    controller.set_profile(
+        WEB,
+        Profile::Set(Box::new(DestinationProfile {
+            fully_qualified_name: "web.test.svc.cluster.local".to_owned(),
+            ..DestinationProfile::default()
+        })),
+    );
+    assert!(
+        eventually(SOON, || {
+            let mut send = send.clone();
+            async move { get(&mut send, WEB).await.0 == 200 }
+        })
+        .await,
+        "the stream is retried with backoff until it answers"
+    );
+    assert!(controller.profile_gets() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_route_timeout_ends_a_slow_request_with_504() {
+    use linkerd2_proxy_api::destination::{PathMatch, RequestMatch, Route, request_match};
+    // Accepts and reads, never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let controller = plain_controller().await;
+    controller.set_endpoints(WEB, Endpoints::Set(vec![weighted(silent, 1)]));
+    controller.set_profile(
+        WEB,
+        Profile::Set(Box::new(DestinationProfile {
+            fully_qualified_name: "web.test.svc.cluster.local".to_owned(),
+            routes: vec![Route {
+                condition: Some(RequestMatch {
+                    r#match: Some(request_match::Match::Path(PathMatch {
+                        regex: "/.*".to_owned(),
+                    })),
+                }),
+                timeout: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 200_000_000,
+                }),
+                ..Route::default()
+            }],
+            ..DestinationProfile::default()
+        })),
+    );
+    let h = gateway(TestCa::new("test.mesh"), &controller, |_| {}).await;
+    let mut send = session(&h).await;
+    let (status, _, error) = get(&mut send, WEB).await;
+    assert_eq!(
+        (status, error.as_deref()),
+        (504, Some("response timed out after 200ms"))
+    );
+}

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::destination::Destination;
-use super::destination::stream::Usage;
+use super::destination::stream::{Usage, first_answer};
 use super::discover::{self, Endpoints};
 use super::pool::Pool;
 use super::version::{Learned, Preference};
@@ -172,33 +172,30 @@ impl Balancer {
     /// # Errors
     /// The answer was a failure, or none came in time (`Unavailable`, with the last reason).
     pub(super) async fn answered(&self, wait: Duration) -> Result<(), discover::Error> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let last = match &self
+        let answered = first_answer(&self.changed, wait, || {
+            match &self
                 .state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .answer
             {
-                Answer::Ready => return Ok(()),
-                Answer::Failed(e) => return Err(e.clone()),
-                Answer::Pending(last) => last.clone(),
-            };
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(discover::Error::Unavailable {
-                    name: self.authority.0.to_string(),
-                    reason: last.unwrap_or_else(|| {
-                        format!(
-                            "no answer from the destination controller within {}",
-                            humantime::format_duration(wait)
-                        )
-                    }),
-                });
+                Answer::Ready => Ok(Ok(())),
+                Answer::Failed(e) => Ok(Err(e.clone())),
+                Answer::Pending(last) => Err(last.clone()),
             }
-        }
+        })
+        .await;
+        answered.unwrap_or_else(|last| {
+            Err(discover::Error::Unavailable {
+                name: self.authority.0.to_string(),
+                reason: last.unwrap_or_else(|| {
+                    format!(
+                        "no answer from the destination controller within {}",
+                        humantime::format_duration(wait)
+                    )
+                }),
+            })
+        })
     }
 
     /// Whether the endpoints hold: static ones always, DNS answers until their TTL.

@@ -15,9 +15,8 @@ use linkerd2_proxy_api::destination::request_match::Match;
 use linkerd2_proxy_api::destination::{DestinationProfile, RequestMatch};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
-use super::stream::{Usage, Watched, rejects_name};
+use super::stream::{Usage, Watched, first_answer, rejects_name};
 use super::{Destination, convert};
 use crate::metrics::{Label, SplitLabels, UpdateLabels};
 use crate::target::{Suffixes, Target};
@@ -97,33 +96,29 @@ impl Profiles {
         &self,
         wait: Duration,
     ) -> Result<Arc<Profile>, discover::Error> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let last = match &*self.state.lock().unwrap_or_else(PoisonError::into_inner) {
-                State::Ready(profile) => return Ok(profile.clone()),
-                State::Rejected(reason) => {
-                    return Err(discover::Error::Rejected {
-                        name: self.target.to_string(),
-                        reason: reason.clone(),
-                    });
-                }
-                State::Pending(last) => last.clone(),
-            };
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(discover::Error::Unavailable {
-                    name: self.target.to_string(),
-                    reason: last.unwrap_or_else(|| {
-                        format!(
-                            "no profile from the destination controller within {}",
-                            humantime::format_duration(wait)
-                        )
-                    }),
-                });
+        let name = || self.target.to_string();
+        let answered = first_answer(&self.changed, wait, || {
+            match &*self.state.lock().unwrap_or_else(PoisonError::into_inner) {
+                State::Ready(profile) => Ok(Ok(profile.clone())),
+                State::Rejected(reason) => Ok(Err(discover::Error::Rejected {
+                    name: name(),
+                    reason: reason.clone(),
+                })),
+                State::Pending(last) => Err(last.clone()),
             }
-        }
+        })
+        .await;
+        answered.unwrap_or_else(|last| {
+            Err(discover::Error::Unavailable {
+                name: name(),
+                reason: last.unwrap_or_else(|| {
+                    format!(
+                        "no profile from the destination controller within {}",
+                        humantime::format_duration(wait)
+                    )
+                }),
+            })
+        })
     }
 
     fn set(&self, state: State) {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Destination;
@@ -168,6 +169,32 @@ async fn follow<W: Watched>(
                 }
                 return Ended::Failed { answered };
             }
+        }
+    }
+}
+
+/// Waits up to `wait` for `answer` to give something (`Err(last failure)` while it has not),
+/// woken by `changed`; `Err` with the last failure when nothing came in time. The common case,
+/// an answer already there, takes no wait registration.
+pub(in crate::upstream) async fn first_answer<T>(
+    changed: &Notify,
+    wait: Duration,
+    mut answer: impl FnMut() -> Result<T, Option<String>>,
+) -> Result<T, Option<String>> {
+    if let Ok(answered) = answer() {
+        return Ok(answered);
+    }
+    let deadline = Instant::now() + wait;
+    loop {
+        let woken = changed.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let last = match answer() {
+            Ok(answered) => return Ok(answered),
+            Err(last) => last,
+        };
+        if tokio::time::timeout_at(deadline, woken).await.is_err() {
+            return Err(last);
         }
     }
 }
