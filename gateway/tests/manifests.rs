@@ -384,6 +384,15 @@ fn the_default_rendering_runs_two_gateways_with_cert_manager_credentials() {
     assert_eq!(spec["secretName"].as_str(), Some(secret.as_str()));
     assert!(args(container(deployment)).contains(&format!("--identity-dir={dir}")));
     assert!(objects.secret.is_empty() && objects.config_map.is_empty());
+    assert!(env(container(deployment)).contains_key("LINKERD2_PROXY_DESTINATION_SVC_ADDR"));
+    // With DNS discovery, no Destination settings.
+    let options = Options {
+        discovery: gateway::cli::manifests::DiscoveryMode::Dns,
+        ..Options::default()
+    };
+    let (_, objects) = render(&options);
+    let env = env(container(one(&objects.deployment, "Deployment")));
+    assert!(!env.keys().any(|k| k.contains("DESTINATION")), "{env:?}");
 }
 
 #[test]
@@ -398,6 +407,7 @@ fn the_linkerd_identity_variant_with_every_service_option() {
         cluster_domain: "example.org".to_owned(),
         trust_domain: "mesh.example".to_owned(),
         identity: IdentityMode::Linkerd,
+        control_plane_namespace: "l5d".to_owned(),
         trust_anchors: Some(anchors.clone()),
         replicas: 3,
         max_replicas: 6,
@@ -416,11 +426,30 @@ fn the_linkerd_identity_variant_with_every_service_option() {
     let env = env(container);
     assert_eq!(
         env["LINKERD2_PROXY_IDENTITY_SVC_ADDR"],
-        "linkerd-identity-headless.linkerd.svc.example.org.:8080"
+        "linkerd-identity-headless.l5d.svc.example.org.:8080"
     );
     assert_eq!(
         env["LINKERD2_PROXY_IDENTITY_SVC_NAME"],
-        "linkerd-identity.linkerd.serviceaccount.identity.linkerd.mesh.example"
+        "linkerd-identity.l5d.serviceaccount.identity.linkerd.mesh.example"
+    );
+    // Discovery through Linkerd's Destination API, reached over mTLS as the gateway.
+    assert_eq!(
+        env["LINKERD2_PROXY_DESTINATION_SVC_ADDR"],
+        "linkerd-dst-headless.l5d.svc.example.org.:8086"
+    );
+    assert_eq!(
+        env["LINKERD2_PROXY_DESTINATION_SVC_NAME"],
+        "linkerd-destination.l5d.serviceaccount.identity.linkerd.mesh.example"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&env["LINKERD2_PROXY_DESTINATION_CONTEXT"])
+            .unwrap(),
+        serde_json::json!({"ns": "mc"}),
+        "the context token is JSON naming the gateway's namespace"
+    );
+    assert_eq!(
+        env["LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES"],
+        "svc.example.org."
     );
     // The token Linkerd's identity service accepts: projected, audience identity.l5d.io.
     let token = pod(deployment)

@@ -43,6 +43,16 @@ pub enum IdentityMode {
     Linkerd,
 }
 
+/// Where the gateway finds the pods behind a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DiscoveryMode {
+    /// Linkerd's Destination API (endpoints, identities, protocol hints, profiles and splits),
+    /// as Linkerd's own gateway: mTLS to `linkerd-dst-headless` as the gateway's identity.
+    Linkerd,
+    /// Cluster DNS only (no meshed-pod identities, a ClusterIP service is one address).
+    Dns,
+}
+
 /// `externalTrafficPolicy` of the LoadBalancer Service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum TrafficPolicy {
@@ -71,6 +81,12 @@ pub struct Options {
     /// Where the gateway's certificate comes from.
     #[arg(long, value_enum, default_value = "cert-manager")]
     pub identity: IdentityMode,
+    /// Where the gateway finds endpoints.
+    #[arg(long, value_enum, default_value = "linkerd")]
+    pub discovery: DiscoveryMode,
+    /// The namespace of Linkerd's control plane (its identity and destination services).
+    #[arg(long, default_value = "linkerd")]
+    pub control_plane_namespace: String,
     /// cert-manager `ClusterIssuer` that signs the gateway's certificate (a CA issuer backed by
     /// the trust anchor or an issuer chaining to it).
     #[arg(long, default_value = "linkerd-trust-anchor")]
@@ -283,15 +299,15 @@ fn deployment(o: &Options, inputs: &Inputs, id: &str, secret: &str, anchors_cm: 
             env.push((
                 "LINKERD2_PROXY_IDENTITY_SVC_ADDR".to_owned(),
                 format!(
-                    "linkerd-identity-headless.linkerd.svc.{}.:8080",
-                    o.cluster_domain
+                    "linkerd-identity-headless.{}.svc.{}.:8080",
+                    o.control_plane_namespace, o.cluster_domain
                 ),
             ));
             env.push((
                 "LINKERD2_PROXY_IDENTITY_SVC_NAME".to_owned(),
                 format!(
-                    "linkerd-identity.linkerd.serviceaccount.identity.linkerd.{}",
-                    o.trust_domain
+                    "linkerd-identity.{}.serviceaccount.identity.linkerd.{}",
+                    o.control_plane_namespace, o.trust_domain
                 ),
             ));
             env.push((
@@ -304,6 +320,30 @@ fn deployment(o: &Options, inputs: &Inputs, id: &str, secret: &str, anchors_cm: 
                 "          projected:\n            sources:\n              - serviceAccountToken:\n                  audience: identity.l5d.io\n                  expirationSeconds: 86400\n                  path: linkerd-identity-token\n",
             );
         }
+    }
+    if o.discovery == DiscoveryMode::Linkerd {
+        let cp = &o.control_plane_namespace;
+        env.push((
+            "LINKERD2_PROXY_DESTINATION_SVC_ADDR".to_owned(),
+            format!("linkerd-dst-headless.{cp}.svc.{}.:8086", o.cluster_domain),
+        ));
+        env.push((
+            "LINKERD2_PROXY_DESTINATION_SVC_NAME".to_owned(),
+            format!(
+                "linkerd-destination.{cp}.serviceaccount.identity.linkerd.{}",
+                o.trust_domain
+            ),
+        ));
+        // The context token Linkerd's injector writes (the caller's namespace), escaped for the
+        // double-quoted YAML value.
+        env.push((
+            "LINKERD2_PROXY_DESTINATION_CONTEXT".to_owned(),
+            format!("{{\\\"ns\\\":\\\"{}\\\"}}", o.namespace),
+        ));
+        env.push((
+            "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES".to_owned(),
+            format!("svc.{}.", o.cluster_domain),
+        ));
     }
     if inputs.anchors_pem.is_some() {
         args.push(format!("--trust-anchors={ANCHORS_MOUNT}/ca-bundle.crt"));
