@@ -14,15 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gateway::cli::client::Http2Sender;
-use gateway::cli::demo::controller::{Endpoints, Profile, weighted};
+use gateway::cli::demo::controller::{self, Endpoints, Profile, weighted};
 use gateway::cli::demo::{Backend, Controller, MeshedPod, PodPort};
 use gateway::config::Config;
 use gateway::transport_header::{SessionProtocol, TransportHeader};
 use identity::testing::TestCa;
-use linkerd2_proxy_api::destination::{
-    DestinationProfile, ProtocolHint, TlsIdentity, WeightedAddr, WeightedDst, protocol_hint,
-    tls_identity,
-};
+use linkerd2_proxy_api::destination::{DestinationProfile, WeightedAddr, protocol_hint};
 use support::{
     CLIENT_ID, GATEWAY_ID, H1, H2, Harness, SOON, collect, eventually, routed_get, send_h1,
 };
@@ -318,18 +315,10 @@ async fn a_controller_restart_keeps_traffic_on_the_last_endpoints_and_streams_re
 }
 
 fn split(weights: &[(&str, u32)]) -> Profile {
-    Profile::Set(Box::new(DestinationProfile {
-        fully_qualified_name: "web.test.svc.cluster.local".to_owned(),
-        dst_overrides: weights
-            .iter()
-            .map(|(authority, weight)| WeightedDst {
-                authority: (*authority).to_owned(),
-                weight: *weight,
-                backend_ref: None,
-            })
-            .collect(),
-        ..DestinationProfile::default()
-    }))
+    Profile::Set(Box::new(controller::split(
+        "web.test.svc.cluster.local",
+        weights,
+    )))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,19 +374,12 @@ async fn discovered_identities_and_hints_dial_mtls_with_orig_proto() {
     .await
     .unwrap();
     let controller = plain_controller().await;
-    let mut endpoint = weighted(pod.addr, 10_000);
-    endpoint.tls_identity = Some(TlsIdentity {
-        strategy: Some(tls_identity::Strategy::DnsLikeIdentity(
-            tls_identity::DnsLikeIdentity {
-                name: POD_ID.to_owned(),
-            },
-        )),
-        server_name: None,
-    });
-    endpoint.protocol_hint = Some(ProtocolHint {
-        protocol: Some(protocol_hint::Protocol::H2(protocol_hint::H2 {})),
-        opaque_transport: None,
-    });
+    let endpoint = controller::meshed(
+        pod.addr,
+        POD_ID,
+        Some(protocol_hint::Protocol::H2(protocol_hint::H2 {})),
+        None,
+    );
     controller.set_endpoints(WEB, Endpoints::Set(vec![endpoint]));
     let h = gateway(ca, &controller, |_| {}).await;
     let answer = send_h1(&h.client(CLIENT_ID, H1), routed_get(WEB)).await;
@@ -524,23 +506,9 @@ async fn one_stream_serves_concurrent_requests_and_an_idle_stream_closes() {
     );
 }
 
-fn meshed(addr: std::net::SocketAddr, identity: &str, inbound: u16) -> WeightedAddr {
-    let mut endpoint = weighted(addr, 10_000);
-    endpoint.tls_identity = Some(TlsIdentity {
-        strategy: Some(tls_identity::Strategy::DnsLikeIdentity(
-            tls_identity::DnsLikeIdentity {
-                name: identity.to_owned(),
-            },
-        )),
-        server_name: None,
-    });
-    endpoint.protocol_hint = Some(ProtocolHint {
-        protocol: Some(protocol_hint::Protocol::Opaque(protocol_hint::Opaque {})),
-        opaque_transport: Some(protocol_hint::OpaqueTransport {
-            inbound_port: u32::from(inbound),
-        }),
-    });
-    endpoint
+fn opaque(addr: std::net::SocketAddr, identity: &str, inbound: u16) -> WeightedAddr {
+    let hint = protocol_hint::Protocol::Opaque(protocol_hint::Opaque {});
+    controller::meshed(addr, identity, Some(hint), Some(inbound))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,14 +539,14 @@ async fn opaque_transport_and_authority_override_from_discovery_reach_the_inboun
     // The endpoint's own port is 7777; its proxy's inbound port is where the stand-in listens.
     controller.set_endpoints(
         &format!("{ECHO}:7777"),
-        Endpoints::Set(vec![meshed(
+        Endpoints::Set(vec![opaque(
             "127.0.0.1:7777".parse().unwrap(),
             POD_ID,
             pod.addr.port(),
         )]),
     );
     // A mirror of a mirror: the endpoint is another cluster's gateway, told where to go.
-    let mut chained = meshed(
+    let mut chained = opaque(
         "127.0.0.1:4143".parse().unwrap(),
         REMOTE_GW,
         remote.addr.port(),

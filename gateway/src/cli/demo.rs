@@ -301,7 +301,6 @@ async fn refused_step(intruder: &MtlsClient) -> anyhow::Result<bool> {
 /// `store-west`'s (two backends it returns).
 async fn split_controller() -> anyhow::Result<(Controller, [Backend; 2])> {
     use controller::{Endpoints, Profile, weighted};
-    use linkerd2_proxy_api::destination::{DestinationProfile, WeightedDst};
     let (service, west) = SPLIT;
     let store = [
         Backend::start("store").await?,
@@ -315,18 +314,10 @@ async fn split_controller() -> anyhow::Result<(Controller, [Backend; 2])> {
     controller.set_labels(west, &[("namespace", "test"), ("service", "store-west")]);
     controller.set_profile(
         service,
-        Profile::Set(Box::new(DestinationProfile {
-            fully_qualified_name: "store.test.svc.cluster.local".to_owned(),
-            dst_overrides: [service, west]
-                .into_iter()
-                .map(|authority| WeightedDst {
-                    authority: authority.to_owned(),
-                    weight: 500,
-                    backend_ref: None,
-                })
-                .collect(),
-            ..DestinationProfile::default()
-        })),
+        Profile::Set(Box::new(controller::split(
+            "store.test.svc.cluster.local",
+            &[(service, 500), (west, 500)],
+        ))),
     );
     Ok((controller, store))
 }

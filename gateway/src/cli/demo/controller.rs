@@ -19,8 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use identity::{Credentials, TrustAnchors, identity_of_cert, tls_config};
 use linkerd2_proxy_api::destination::destination_server::{Destination, DestinationServer};
 use linkerd2_proxy_api::destination::{
-    AddrSet, DestinationProfile, GetDestination, NoEndpoints, Update, WeightedAddr,
-    WeightedAddrSet, update,
+    AddrSet, DestinationProfile, GetDestination, NoEndpoints, ProtocolHint, TlsIdentity, Update,
+    WeightedAddr, WeightedAddrSet, WeightedDst, protocol_hint, tls_identity, update,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -180,6 +180,50 @@ pub fn weighted(addr: SocketAddr, weight: u32) -> WeightedAddr {
         addr: Some(addr.into()),
         weight,
         ..WeightedAddr::default()
+    }
+}
+
+/// A meshed pod's `WeightedAddr`: its proxy's `identity`, an HTTP/2 or opaque hint, and its
+/// inbound port for opaque transport.
+pub fn meshed(
+    addr: SocketAddr,
+    identity: &str,
+    hint: Option<protocol_hint::Protocol>,
+    inbound_port: Option<u16>,
+) -> WeightedAddr {
+    WeightedAddr {
+        tls_identity: Some(TlsIdentity {
+            strategy: Some(tls_identity::Strategy::DnsLikeIdentity(
+                tls_identity::DnsLikeIdentity {
+                    name: identity.to_owned(),
+                },
+            )),
+            server_name: None,
+        }),
+        protocol_hint: Some(ProtocolHint {
+            protocol: hint,
+            opaque_transport: inbound_port.map(|port| protocol_hint::OpaqueTransport {
+                inbound_port: u32::from(port),
+            }),
+        }),
+        ..weighted(addr, 10_000)
+    }
+}
+
+/// The profile of service `name` (`fully_qualified_name`) splitting its traffic over `backends`
+/// (`dst_overrides`: authority and weight).
+pub fn split(name: &str, backends: &[(&str, u32)]) -> DestinationProfile {
+    DestinationProfile {
+        fully_qualified_name: name.to_owned(),
+        dst_overrides: backends
+            .iter()
+            .map(|(authority, weight)| WeightedDst {
+                authority: (*authority).to_owned(),
+                weight: *weight,
+                backend_ref: None,
+            })
+            .collect(),
+        ..DestinationProfile::default()
     }
 }
 

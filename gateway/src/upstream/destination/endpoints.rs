@@ -92,7 +92,6 @@ impl Watched for Balancer {
     fn refused(&self, status: &tonic::Status) {
         let target = Balancer::target(self);
         let reason = format!("{:?}: {}", status.code(), status.message());
-        tracing::warn!(%target, %reason, "destination Get failed");
         self.set_answer(if rejects_name(status) {
             Answer::Failed(discover::Error::Rejected {
                 name: target.to_string(),

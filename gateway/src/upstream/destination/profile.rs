@@ -316,7 +316,6 @@ impl Watched for Profiles {
 
     fn refused(&self, status: &tonic::Status) {
         let reason = format!("{:?}: {}", status.code(), status.message());
-        tracing::warn!(target = %self.target, %reason, "destination GetProfile failed");
         self.set(if rejects_name(status) {
             State::Rejected(reason)
         } else {
@@ -328,9 +327,7 @@ impl Watched for Profiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use linkerd2_proxy_api::destination::{
-        PathMatch, Route, WeightedAddr, WeightedDst, request_match,
-    };
+    use linkerd2_proxy_api::destination::{PathMatch, Route, WeightedAddr, request_match};
     use linkerd2_proxy_api::http_types::HttpMethod;
 
     fn target() -> Target {
@@ -338,18 +335,7 @@ mod tests {
     }
 
     fn split(parts: &[(&str, u32)]) -> DestinationProfile {
-        DestinationProfile {
-            fully_qualified_name: "web.ns.svc.cluster.local".to_owned(),
-            dst_overrides: parts
-                .iter()
-                .map(|(authority, weight)| WeightedDst {
-                    authority: (*authority).to_owned(),
-                    weight: *weight,
-                    backend_ref: None,
-                })
-                .collect(),
-            ..Default::default()
-        }
+        crate::cli::demo::controller::split("web.ns.svc.cluster.local", parts)
     }
 
     fn shares(profile: &Profile) -> Vec<(String, usize)> {

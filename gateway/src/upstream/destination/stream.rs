@@ -81,8 +81,10 @@ pub(in crate::upstream) fn ensure<W: Watched>(destination: &Arc<Destination>, wa
 enum Ended {
     /// Unused for the idle timeout (or gone): stop.
     Idle,
-    /// Failed or closed: open another after a backoff (restarted when it had answered).
-    Failed { answered: bool },
+    /// Failed or closed after answering: open another after the first backoff.
+    Broken,
+    /// Not opened, or failed before its first message: open another after a longer backoff.
+    Refused(tonic::Status),
 }
 
 async fn run<W: Watched>(destination: Arc<Destination>, watched: Weak<W>) {
@@ -95,17 +97,25 @@ async fn run<W: Watched>(destination: Arc<Destination>, watched: Weak<W>) {
         drop(strong);
         let ended = match opened {
             Ok(stream) => follow(&destination, &watched, stream).await,
-            Err(status) => {
-                if let Some(w) = watched.upgrade() {
-                    w.refused(&status);
-                }
-                Ended::Failed { answered: false }
-            }
+            Err(status) => Ended::Refused(status),
         };
         match ended {
             Ended::Idle => return,
-            Ended::Failed { answered: true } => attempt = 0,
-            Ended::Failed { answered: false } => attempt += 1,
+            Ended::Broken => attempt = 0,
+            Ended::Refused(status) => {
+                let Some(w) = watched.upgrade() else {
+                    return;
+                };
+                // Logged once per run of failures (the counters have every one).
+                let (target, code, message) = (w.target(), status.code(), status.message());
+                if attempt == 0 {
+                    tracing::warn!(%target, method = W::METHOD, ?code, message, "destination lookup failed; retrying with backoff");
+                } else {
+                    tracing::debug!(%target, method = W::METHOD, ?code, message, attempt, "destination lookup failed again");
+                }
+                w.refused(&status);
+                attempt += 1;
+            }
         }
         tokio::time::sleep(destination.backoff(attempt)).await;
         match watched.upgrade() {
@@ -132,13 +142,19 @@ async fn follow<W: Watched>(
     watched: &Weak<W>,
     mut stream: tonic::Streaming<W::Message>,
 ) -> Ended {
-    let check = (destination.options.idle_timeout / 2).max(Duration::from_millis(10));
+    // One clock for the whole stream: a busy stream (endpoints churning) must not postpone the
+    // idle check.
+    let mut check = tokio::time::interval(
+        (destination.options.idle_timeout / 2).max(Duration::from_millis(10)),
+    );
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check.reset();
     let mut seen = W::Seen::default();
     let mut answered = false;
     loop {
         let message = tokio::select! {
             message = stream.message() => message,
-            () = tokio::time::sleep(check) => match watched.upgrade() {
+            _ = check.tick() => match watched.upgrade() {
                 Some(w) if !stop_if_idle(destination, &*w) => continue,
                 _ => {
                     destination.ended(W::METHOD, tonic::Status::cancelled("idle"));
@@ -156,18 +172,20 @@ async fn follow<W: Watched>(
                 watched.apply(destination, &mut seen, message);
             }
             Ok(None) => {
-                destination.ended(W::METHOD, tonic::Status::ok("closed"));
+                let status = destination.ended(W::METHOD, tonic::Status::ok("closed"));
+                if !answered {
+                    return Ended::Refused(status);
+                }
                 tracing::info!(%target, method = W::METHOD, "destination stream closed by the controller");
-                return Ended::Failed { answered };
+                return Ended::Broken;
             }
             Err(status) => {
                 let status = destination.ended(W::METHOD, status);
-                if answered {
-                    tracing::warn!(%target, method = W::METHOD, code = ?status.code(), message = status.message(), "destination stream failed; keeping its last answer");
-                } else {
-                    watched.refused(&status);
+                if !answered {
+                    return Ended::Refused(status);
                 }
-                return Ended::Failed { answered };
+                tracing::warn!(%target, method = W::METHOD, code = ?status.code(), message = status.message(), "destination stream failed; keeping its last answer");
+                return Ended::Broken;
             }
         }
     }
