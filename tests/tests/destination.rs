@@ -665,3 +665,38 @@ async fn a_profile_route_timeout_ends_a_slow_request_with_504() {
         (504, Some("response timed out after 200ms"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_to_an_endpoint_hinted_opaque_goes_as_bytes_through_the_inbound_port() {
+    let ca = TestCa::new("test.mesh");
+    let app = Backend::start("web").await.unwrap();
+    let pod = MeshedPod::start(
+        &ca.credentials(POD_ID),
+        &ca.anchors(),
+        PodPort::Inbound,
+        app.addr,
+    )
+    .await
+    .unwrap();
+    let controller = plain_controller().await;
+    controller.set_endpoints(
+        WEB,
+        Endpoints::Set(vec![opaque(
+            "127.0.0.1:80".parse().unwrap(),
+            POD_ID,
+            pod.addr.port(),
+        )]),
+    );
+    let h = gateway(ca, &controller, |_| {}).await;
+    let answer = send_h1(&h.client(CLIENT_ID, H1), routed_get(WEB)).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.headers);
+    assert_eq!(
+        pod.seen()[0].header,
+        Some(TransportHeader {
+            port: 80,
+            name: None,
+            protocol: SessionProtocol::Opaque,
+        }),
+        "an opaque port gets no session protocol, whatever the caller spoke"
+    );
+}

@@ -9,7 +9,9 @@
 //!   identity, else the connection is dropped before any request byte is written.
 //! - Meshed endpoint with `opaque_port`: the same to `IP:opaque_port` with ALPN exactly
 //!   `transport.l5d.io/v1`, then the header `{port: <addr's port>, name: none, protocol}` (a name
-//!   would make the pod's proxy act as a gateway and refuse).
+//!   would make the pod's proxy act as a gateway and refuse; `protocol` is none for an endpoint
+//!   hinted opaque). An endpoint with an `authority_override` is another gateway: its header
+//!   names that authority.
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::{Address, ConnectError};
+use super::{Address, ConnectError, Hint};
 use crate::transport_header::{self, SessionProtocol, TransportHeader};
 
 /// The client TLS configurations of new upstream connections, rebuilt whenever the gateway's
@@ -195,6 +197,12 @@ pub(super) async fn dial(
                 "the inbound port did not negotiate transport.l5d.io/v1".to_owned(),
             ));
         }
+        // An endpoint hinted opaque takes the bytes as they are: no session protocol, whatever
+        // the caller spoke (spec §5.3).
+        let protocol = match address.hint {
+            Some(Hint::Opaque) => SessionProtocol::Opaque,
+            _ => protocol,
+        };
         // To a pod: its own port and no name. To another gateway (a mirror of a mirror): the
         // name and port it must route to.
         let header = transport_header::encode(&match &address.authority_override {

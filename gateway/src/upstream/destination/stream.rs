@@ -224,3 +224,43 @@ pub(super) fn rejects_name(status: &tonic::Status) -> bool {
         tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_answer_wakes_waiters_and_none_in_time_gives_the_last_failure() {
+        let changed = Arc::new(Notify::new());
+        let state: Arc<Mutex<Result<u32, Option<String>>>> = Arc::new(Mutex::new(Err(None)));
+        let read = |state: &Arc<Mutex<Result<u32, Option<String>>>>| {
+            let state = state.clone();
+            move || state.lock().unwrap().clone()
+        };
+        // Nothing comes: the wait ends at the deadline with the last failure.
+        *state.lock().unwrap() = Err(Some("connection refused".to_owned()));
+        let start = Instant::now();
+        let answer = first_answer(&changed, Duration::from_secs(3), read(&state)).await;
+        assert_eq!(answer, Err(Some("connection refused".to_owned())));
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+
+        // An answer set while waiting wakes the waiter at once.
+        let waiter = {
+            let (changed, read) = (changed.clone(), read(&state));
+            tokio::spawn(async move { first_answer(&changed, Duration::from_secs(3), read).await })
+        };
+        tokio::task::yield_now().await;
+        *state.lock().unwrap() = Ok(7);
+        changed.notify_waiters();
+        let start = Instant::now();
+        assert_eq!(waiter.await.unwrap(), Ok(7));
+        assert!(start.elapsed() < Duration::from_secs(1));
+        // And once there is one, it is returned without waiting.
+        assert_eq!(
+            first_answer(&changed, Duration::ZERO, read(&state)).await,
+            Ok(7)
+        );
+    }
+}
