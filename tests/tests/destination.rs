@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use gateway::cli::client::Http2Sender;
 use gateway::cli::demo::controller::{self, Endpoints, Profile, weighted};
-use gateway::cli::demo::{Backend, Controller, MeshedPod, PodPort};
+use gateway::cli::demo::{Backend, Controller, PodPort};
 use gateway::config::Config;
 use gateway::transport_header::{SessionProtocol, TransportHeader};
 use identity::testing::TestCa;
@@ -365,14 +365,7 @@ async fn a_profile_split_spreads_requests_and_a_new_split_moves_them() {
 async fn discovered_identities_and_hints_dial_mtls_with_orig_proto() {
     let ca = TestCa::new("test.mesh");
     let app = Backend::start("web").await.unwrap();
-    let pod = MeshedPod::start(
-        &ca.credentials(POD_ID),
-        &ca.anchors(),
-        PodPort::App,
-        app.addr,
-    )
-    .await
-    .unwrap();
+    let pod = support::pod(&ca, POD_ID, PodPort::App, app.addr).await;
     let controller = plain_controller().await;
     let endpoint = controller::meshed(
         pod.addr,
@@ -519,22 +512,8 @@ async fn opaque_transport_and_authority_override_from_discovery_reach_the_inboun
         "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.west.local";
     let ca = TestCa::new("test.mesh");
     let echo = Backend::start_tcp_echo().await.unwrap();
-    let pod = MeshedPod::start(
-        &ca.credentials(POD_ID),
-        &ca.anchors(),
-        PodPort::Inbound,
-        echo.addr,
-    )
-    .await
-    .unwrap();
-    let remote = MeshedPod::start(
-        &ca.credentials(REMOTE_GW),
-        &ca.anchors(),
-        PodPort::Inbound,
-        echo.addr,
-    )
-    .await
-    .unwrap();
+    let pod = support::pod(&ca, POD_ID, PodPort::Inbound, echo.addr).await;
+    let remote = support::pod(&ca, REMOTE_GW, PodPort::Inbound, echo.addr).await;
     let controller = plain_controller().await;
     // The endpoint's own port is 7777; its proxy's inbound port is where the stand-in listens.
     controller.set_endpoints(
@@ -670,14 +649,7 @@ async fn a_profile_route_timeout_ends_a_slow_request_with_504() {
 async fn http_to_an_endpoint_hinted_opaque_goes_as_bytes_through_the_inbound_port() {
     let ca = TestCa::new("test.mesh");
     let app = Backend::start("web").await.unwrap();
-    let pod = MeshedPod::start(
-        &ca.credentials(POD_ID),
-        &ca.anchors(),
-        PodPort::Inbound,
-        app.addr,
-    )
-    .await
-    .unwrap();
+    let pod = support::pod(&ca, POD_ID, PodPort::Inbound, app.addr).await;
     let controller = plain_controller().await;
     controller.set_endpoints(
         WEB,

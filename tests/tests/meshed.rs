@@ -37,10 +37,7 @@ fn meshed(pod: &MeshedPod, identity: &str) -> Address {
 /// A pod of `ca` named `identity` on `port`, in front of a fresh echo backend.
 async fn pod(ca: &TestCa, identity: &str, port: PodPort) -> (MeshedPod, Backend) {
     let app = Backend::start("podinfo").await.unwrap();
-    let pod = MeshedPod::start(&ca.credentials(identity), &ca.anchors(), port, app.addr)
-        .await
-        .unwrap();
-    (pod, app)
+    (support::pod(ca, identity, port, app.addr).await, app)
 }
 
 /// A gateway of `ca` whose `SERVICE` is `address`.
@@ -217,14 +214,7 @@ async fn upstream_verification_follows_a_trust_anchor_rotation() {
 async fn an_opaque_session_goes_through_the_pods_inbound_port_with_a_transport_header() {
     let ca = TestCa::new("test.mesh");
     let echo = Backend::start_tcp_echo().await.unwrap();
-    let inbound = MeshedPod::start(
-        &ca.credentials(POD_ID),
-        &ca.anchors(),
-        PodPort::Inbound,
-        echo.addr,
-    )
-    .await
-    .unwrap();
+    let inbound = support::pod(&ca, POD_ID, PodPort::Inbound, echo.addr).await;
     // The endpoint's own port is 7777; the pod proxy's inbound port is where the pod listens.
     let mut address = Address::meshed("127.0.0.1:7777".parse().unwrap(), POD_ID.parse().unwrap());
     address.opaque_port = Some(inbound.addr.port());
@@ -256,14 +246,7 @@ async fn an_opaque_session_goes_through_the_pods_inbound_port_with_a_transport_h
 async fn http_to_a_pods_inbound_port_announces_its_protocol() {
     let ca = TestCa::new("test.mesh");
     let app = Backend::start("podinfo").await.unwrap();
-    let inbound = MeshedPod::start(
-        &ca.credentials(POD_ID),
-        &ca.anchors(),
-        PodPort::Inbound,
-        app.addr,
-    )
-    .await
-    .unwrap();
+    let inbound = support::pod(&ca, POD_ID, PodPort::Inbound, app.addr).await;
     let mut address = Address::meshed("127.0.0.1:9898".parse().unwrap(), POD_ID.parse().unwrap());
     address.opaque_port = Some(inbound.addr.port());
     let h = gateway_to(ca, address).await;

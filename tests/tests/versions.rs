@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use gateway::cli::client::MtlsClient;
-use gateway::cli::demo::{Backend, MeshedPod, PodPort, Speaks};
+use gateway::cli::demo::{Backend, PodPort, Speaks};
 use gateway::upstream::{Address, Hint, Preference};
 use http::Request;
 use http_body_util::{Full, StreamBody};
@@ -60,14 +60,7 @@ fn post(body: &'static [u8]) -> Request<Full<Bytes>> {
 async fn an_http1_caller_reaches_an_h2_hinted_pod_as_http2_with_orig_proto() {
     let ca = TestCa::new("test.mesh");
     let app = service(Speaks::Both).await;
-    let pod = MeshedPod::start(
-        &ca.credentials(POD_ID),
-        &ca.anchors(),
-        PodPort::App,
-        app.addr,
-    )
-    .await
-    .unwrap();
+    let pod = support::pod(&ca, POD_ID, PodPort::App, app.addr).await;
     let mut address = Address::meshed(pod.addr, POD_ID.parse().unwrap());
     address.hint = Some(Hint::H2);
     let h = gateway_to(ca, address, None).await;

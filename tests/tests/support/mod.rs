@@ -163,6 +163,19 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// A stand-in pod proxy of `ca` named `identity` on `port`, in front of the application at
+/// `app`.
+pub async fn pod(
+    ca: &TestCa,
+    identity: &str,
+    port: gateway::cli::demo::PodPort,
+    app: SocketAddr,
+) -> gateway::cli::demo::MeshedPod {
+    gateway::cli::demo::MeshedPod::start(&ca.credentials(identity), &ca.anchors(), port, app)
+        .await
+        .unwrap()
+}
+
 /// A finished response.
 pub struct Answer {
     pub status: StatusCode,
