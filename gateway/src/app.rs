@@ -281,6 +281,12 @@ pub async fn start(
         Arc::downgrade(&shared),
         config.pool_idle_timeout,
     ));
+    // Built before the data listener accepts: a flood of connections could otherwise take the
+    // descriptors the admin runtime needs, and leave the gateway without /ready or /metrics.
+    let admin_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("build admin runtime")?;
     tokio::spawn(listener::run(data, shared, drain.permits(), drain_rx));
 
     let shutdown = Arc::new(Notify::new());
@@ -308,14 +314,7 @@ pub async fn start(
     let admin = std::thread::Builder::new()
         .name("admin".to_owned())
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return tracing::error!(error = %e, "admin runtime failed to start"),
-            };
-            runtime.block_on(async move {
+            admin_runtime.block_on(async move {
                 tokio::spawn(evict_idle_metrics(state.metrics.clone(), retain_idle));
                 // Credential reloads and renewals run here, away from the data plane.
                 tokio::spawn(keep_fresh);
