@@ -20,6 +20,7 @@ use std::time::Duration;
 pub use value::Value;
 
 use crate::target::DEFAULT_SUFFIX;
+use crate::upstream::split::Weighted;
 use crate::upstream::{Address, Preference};
 
 /// The largest `max_header_list_size` accepted (1 MiB).
@@ -311,6 +312,10 @@ keys! {
     /// Per-target HTTP version upstream (`name:port` → `auto`, `http1` or `http2`): `auto` takes
     /// the endpoint's hint, else what it was learned to speak, else the request's own version.
     upstream_protocol: BTreeMap<String, Preference> = BTreeMap::new();
+    /// Traffic splits (`name:port` → weighted backend targets): the target's requests and
+    /// opaque sessions are divided by weight over the backends, each with its own endpoints.
+    /// Wins over a Destination profile's `dst_overrides` for the same target.
+    splits: BTreeMap<String, Vec<Weighted>> = BTreeMap::new(), flag "split";
     /// Keep HTTP/1 header-name case end to end (legacy peers depend on it).
     preserve_header_case: bool = true;
     /// Whether HTTP/1.1 `CONNECT` is tunnelled to the target (else 405).

@@ -23,6 +23,7 @@ pub mod destination;
 pub mod discover;
 mod error;
 mod pool;
+pub mod split;
 pub mod version;
 
 use std::collections::HashMap;
@@ -41,7 +42,7 @@ pub use balance::{Balancer, Endpoint};
 pub use body::Body;
 pub use connect::{ClientTls, Io, TlsRefusal};
 pub use destination::Destination;
-use destination::profile::Profiles;
+use destination::profile::{Profile, Profiles};
 pub use discover::Resolver;
 pub use error::{ConnectError, Error, chain};
 use pool::Conn;
@@ -49,7 +50,9 @@ pub use pool::buffer_for;
 pub use version::{Needs, Preference, Untranslatable, Wire};
 use version::{Sniff, Sniffed};
 
-use crate::metrics::{AuthorityLabels, ConnectErrorLabels, Label, Metered, Metrics, TcpLabels};
+use crate::metrics::{
+    AuthorityLabels, ConnectErrorLabels, Label, Metered, Metrics, SplitLabels, TcpLabels,
+};
 use crate::target::Target;
 use crate::transport_header::SessionProtocol;
 
@@ -66,6 +69,8 @@ pub struct Options {
     pub max_header_list_size: usize,
     /// Per-target HTTP version overrides, by lower-case `name:port`.
     pub protocols: HashMap<String, Preference>,
+    /// Configured traffic splits, by lower-case `name:port`.
+    pub splits: HashMap<String, Vec<split::Weighted>>,
 }
 
 /// How a target is named upstream: the URI authority (HTTP/2) and `Host` (HTTP/1).
@@ -99,6 +104,8 @@ fn shape(
 /// (which may send its requests elsewhere: a split, a per-pod endpoint).
 pub struct Service {
     direct: Arc<Balancer>,
+    /// A configured split (wins over the profile's).
+    split: Option<Arc<Profile>>,
     profiles: Option<Arc<Profiles>>,
 }
 
@@ -165,11 +172,27 @@ impl Upstream {
         {
             return service.clone();
         }
+        let split = self.options.splits.get(&**target.authority()).map(|split| {
+            let profile = Profile::of_split(split);
+            for b in &profile.backends {
+                self.metrics
+                    .destination
+                    .splits
+                    .get_or_create(&SplitLabels {
+                        authority: Label(target.authority().clone()),
+                        backend: Label(b.target.authority().clone()),
+                    })
+                    .set(i64::from(b.weight));
+            }
+            Arc::new(profile)
+        });
         let service = Arc::new(Service {
             direct: self.balancer(target),
             profiles: self
                 .discovered_by(target)
+                .filter(|_| split.is_none())
                 .map(|_| Arc::new(Profiles::new(target.clone()))),
+            split,
         });
         self.services
             .lock()
@@ -189,11 +212,14 @@ impl Upstream {
         service: &Service,
         route: Option<(&http::Method, &str)>,
     ) -> Result<(Arc<Balancer>, Option<Duration>), ConnectError> {
-        let (Some(profiles), Some(destination)) = (&service.profiles, &self.destination) else {
-            return Ok((service.direct.clone(), None));
+        let profile = match (&service.split, &service.profiles, &self.destination) {
+            (Some(split), _, _) => split.clone(),
+            (None, Some(profiles), Some(destination)) => {
+                destination::ensure(destination, profiles);
+                profiles.current(destination.options().wait).await?
+            }
+            _ => return Ok((service.direct.clone(), None)),
         };
-        destination::ensure(destination, profiles);
-        let profile = profiles.current(destination.options().wait).await?;
         let timeout = route.and_then(|(method, path)| profile.route_timeout(method, path));
         if let Some(endpoint) = &profile.endpoint {
             return Ok((endpoint.clone(), timeout));
@@ -208,6 +234,20 @@ impl Upstream {
             .balancer
             .get_or_init(|| self.balancer(&backend.target))
             .clone();
+        if profile.backends.len() > 1 {
+            backend
+                .requests
+                .get_or_init(|| {
+                    self.metrics
+                        .destination
+                        .split_requests
+                        .get_or_create_owned(&SplitLabels {
+                            authority: Label(service.target().authority().clone()),
+                            backend: Label(backend.target.authority().clone()),
+                        })
+                })
+                .inc();
+        }
         Ok((balancer, timeout))
     }
 

@@ -346,3 +346,41 @@ fn upstream_protocol_is_per_target_and_a_bad_value_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn splits_are_maps_of_weighted_backends_in_yaml_flags_and_env() {
+    let yaml = "splits:\n  podinfo.test.svc.cluster.local:9898:\n    - to: podinfo-v1.test.svc.cluster.local:9898\n      weight: 90\n    - podinfo-v2.test.svc.cluster.local:9898*10\n";
+    let c = from_yaml("splits", yaml).unwrap();
+    let split = &c.splits["podinfo.test.svc.cluster.local:9898"];
+    assert_eq!(split.len(), 2);
+    assert_eq!((split[0].weight, split[1].weight), (90, 10));
+    let again = from_yaml("splits-again", &c.to_yaml()).unwrap();
+    assert_eq!(again.splits, c.splits);
+    let e = env(&[(
+        "MESHGATE_SPLITS",
+        "web.ns.svc.cluster.local:80=a.ns.svc.cluster.local:80*3+b.ns.svc.cluster.local:80",
+    )]);
+    let c = Config::load(None, &e, &creds()).unwrap();
+    assert_eq!(c.splits["web.ns.svc.cluster.local:80"][1].weight, 1);
+    for (yaml, says) in [
+        (
+            "splits:\n  web.ns.svc.cluster.local:80:\n    - to: a.ns.svc.cluster.local:80\n      weight: 0\n",
+            "no backend has a weight",
+        ),
+        (
+            "splits:\n  web.ns.svc.cluster.local:80:\n    - a.ns.svc.cluster.local*2\n",
+            "must be name:port",
+        ),
+        (
+            "splits:\n  web.elsewhere.example:80:\n    - a.ns.svc.cluster.local:80\n",
+            "not a usable target",
+        ),
+        (
+            "splits:\n  web.ns.svc.cluster.local:80:\n    - to: a.ns.svc.cluster.local:80\n      share: 2\n",
+            "share",
+        ),
+    ] {
+        let e = from_yaml("splits-bad", yaml).unwrap_err();
+        assert!(e.contains(says), "{yaml}: {e}");
+    }
+}

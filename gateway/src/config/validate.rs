@@ -109,6 +109,13 @@ impl Config {
                 ));
             }
         }
+        for name in self.splits.keys() {
+            if let Some(suffixes) = &suffixes
+                && Target::parse(name, suffixes).is_err()
+            {
+                problems.push(format!("splits: {name:?} is not a usable target"));
+            }
+        }
         for name in self.upstream_protocol.keys() {
             if let Some(suffixes) = &suffixes
                 && Target::parse(name, suffixes).is_err()

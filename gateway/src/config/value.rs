@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_norway::{Mapping, Value as Yaml};
 
 use super::LogFormat;
+use crate::upstream::split::{self, Weighted};
 use crate::upstream::{Address, Preference};
 
 /// A configuration value's type.
@@ -340,6 +341,78 @@ pub trait PerTarget: Value {
 impl PerTarget for Duration {
     const PAIRS: &'static str =
         "NAME:PORT=DURATION pairs (in YAML, a map of NAME:PORT to a duration)";
+}
+
+impl PerTarget for Vec<Weighted> {
+    const PAIRS: &'static str = "NAME:PORT=TO:PORT*WEIGHT+TO:PORT*WEIGHT pairs (in YAML, a map of \
+        NAME:PORT to a list of {to: NAME:PORT, weight: N})";
+}
+
+/// A split's backends.
+impl Value for Vec<Weighted> {
+    const FORM: &'static str = "TO:PORT*WEIGHT+TO:PORT*WEIGHT";
+    fn from_text(text: &str) -> Result<Self, String> {
+        let split = text
+            .split('+')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<Weighted>, String>>()?;
+        split::check(&split)?;
+        Ok(split)
+    }
+    fn from_yaml(value: Yaml) -> Result<Self, String> {
+        let Yaml::Sequence(list) = value else {
+            return Err(format!("got {}", show(&value)));
+        };
+        let split = list
+            .into_iter()
+            .map(|item| match item {
+                Yaml::String(text) => text.parse(),
+                Yaml::Mapping(map) => {
+                    let mut to = None;
+                    let mut weight = 1u32;
+                    for (key, value) in map {
+                        match (key.as_str(), value) {
+                            (Some("to"), Yaml::String(t)) => to = Some(t),
+                            (Some("weight"), Yaml::Number(n)) => {
+                                weight = n
+                                    .as_u64()
+                                    .and_then(|n| u32::try_from(n).ok())
+                                    .ok_or_else(|| format!("weight {n} is not a whole number"))?;
+                            }
+                            (key, value) => {
+                                return Err(format!("{key:?}: got {} (to, weight)", show(&value)));
+                            }
+                        }
+                    }
+                    let to = to.ok_or("a split backend needs to: NAME:PORT")?;
+                    format!("{to}*{weight}").parse()
+                }
+                other => Err(format!("got {}", show(&other))),
+            })
+            .collect::<Result<Vec<Weighted>, String>>()?;
+        split::check(&split)?;
+        Ok(split)
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::Sequence(
+            self.iter()
+                .map(|b| {
+                    let mut map = Mapping::new();
+                    map.insert(
+                        Yaml::String("to".to_owned()),
+                        Yaml::String(b.to.to_string()),
+                    );
+                    map.insert(
+                        Yaml::String("weight".to_owned()),
+                        Yaml::Number(b.weight.into()),
+                    );
+                    Yaml::Mapping(map)
+                })
+                .collect(),
+        )
+    }
 }
 
 impl PerTarget for Preference {

@@ -22,6 +22,9 @@ pub struct DestinationMetrics {
     /// `outbound_profile_backend_weight{authority, backend}`: each backend's weight in the
     /// target's profile split (absent without a split).
     pub splits: Family<SplitLabels, Gauge>,
+    /// `outbound_split_requests_total{authority, backend}`: requests and opaque sessions each
+    /// backend of a split was chosen for.
+    pub split_requests: Family<SplitLabels, Counter>,
 }
 
 /// `method="Get"|"GetProfile"`.
@@ -78,8 +81,13 @@ impl DestinationMetrics {
         );
         r.register(
             "outbound_profile_backend_weight",
-            "Weight of each backend in a target's traffic split (dst_overrides)",
+            "Weight of each backend in a target's traffic split (config splits or dst_overrides)",
             self.splits.clone(),
+        );
+        r.register(
+            "outbound_split_requests",
+            "Requests and opaque sessions sent to each backend of a split",
+            self.split_requests.clone(),
         );
     }
 

@@ -139,6 +139,11 @@ impl Shared {
                     .iter()
                     .map(|(name, p)| (name.to_ascii_lowercase(), *p))
                     .collect(),
+                splits: config
+                    .splits
+                    .iter()
+                    .map(|(name, split)| (name.to_ascii_lowercase(), split.clone()))
+                    .collect(),
             },
             handles.upstream_tls,
             handles.metrics.clone(),

@@ -59,6 +59,8 @@ pub(in crate::upstream) struct Backend {
     pub(in crate::upstream) weight: u32,
     /// Its balancer, found on first use.
     pub(in crate::upstream) balancer: OnceLock<Arc<Balancer>>,
+    /// `outbound_split_requests_total{authority, backend}`, bound on first use.
+    pub(in crate::upstream) requests: OnceLock<prometheus_client::metrics::counter::Counter>,
 }
 
 struct RouteRule {
@@ -161,6 +163,26 @@ impl Profile {
         })
     }
 
+    /// A configured split: only backends, no routes.
+    pub(in crate::upstream) fn of_split(split: &[crate::upstream::split::Weighted]) -> Self {
+        let backends: Vec<Backend> = split
+            .iter()
+            .filter(|b| b.weight > 0)
+            .map(|b| Backend {
+                target: b.to.clone(),
+                weight: b.weight,
+                balancer: OnceLock::new(),
+                requests: OnceLock::new(),
+            })
+            .collect();
+        Self {
+            total: backends.iter().map(|b| u64::from(b.weight)).sum(),
+            backends,
+            endpoint: None,
+            routes: Vec::new(),
+        }
+    }
+
     /// The profile `message` describes for `target`.
     ///
     /// # Errors
@@ -206,6 +228,7 @@ impl Profile {
                     .map_err(|e| format!("backend {authority:?}: {e}"))?,
                 weight,
                 balancer: OnceLock::new(),
+                requests: OnceLock::new(),
             })
         };
         for split in &message.dst_overrides {

@@ -1,0 +1,70 @@
+//! Traffic management at the gateway, black-box: configured weighted splits.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+
+use gateway::cli::demo::Backend;
+use gateway::upstream::split::Weighted;
+use support::{CLIENT_ID, H2, Harness, collect, routed_get};
+
+const WEB: &str = "podinfo.test.svc.cluster.local:9898";
+const V1: &str = "podinfo-v1.test.svc.cluster.local:9898";
+const V2: &str = "podinfo-v2.test.svc.cluster.local:9898";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_split_sends_90_10_within_three_points_and_counts_per_backend() {
+    let (v1, v2) = (
+        Backend::start("v1").await.unwrap(),
+        Backend::start("v2").await.unwrap(),
+    );
+    let h = Harness::start(|c| {
+        c.endpoints.insert(V1.to_owned(), vec![v1.addr.into()]);
+        c.endpoints.insert(V2.to_owned(), vec![v2.addr.into()]);
+        c.splits.insert(
+            WEB.to_owned(),
+            vec![
+                format!("{V1}*90").parse::<Weighted>().unwrap(),
+                format!("{V2}*10").parse::<Weighted>().unwrap(),
+            ],
+        );
+    })
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut send = h.client(CLIENT_ID, H2).http2().await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            for _ in 0..500 {
+                send.ready().await.unwrap();
+                let answer = collect(send.send_request(routed_get(WEB)).await.unwrap()).await;
+                assert_eq!(answer.status, 200);
+                let body = String::from_utf8_lossy(&answer.body).into_owned();
+                *seen
+                    .entry(body.split(':').next().unwrap().to_owned())
+                    .or_default() += 1;
+            }
+            seen
+        }));
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for task in tasks {
+        for (name, n) in task.await.unwrap() {
+            *seen.entry(name).or_default() += n;
+        }
+    }
+    let v1_share = seen.get("v1").copied().unwrap_or(0);
+    assert!(
+        (1740..=1860).contains(&v1_share),
+        "90 % ± 3 points of 2,000: {seen:?}"
+    );
+    let counted = |backend: &str| {
+        format!("outbound_split_requests_total{{authority=\"{WEB}\",backend=\"{backend}\"}}")
+    };
+    assert_eq!(h.metric(&counted(V1)).await, v1_share as u64);
+    assert_eq!(h.metric(&counted(V2)).await, 2000 - v1_share as u64);
+    let weight = format!("outbound_profile_backend_weight{{authority=\"{WEB}\",backend=\"{V2}\"}}");
+    assert_eq!(h.metric(&weight).await, 10);
+}
