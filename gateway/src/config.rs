@@ -19,6 +19,7 @@ use std::time::Duration;
 
 pub use value::Value;
 
+use crate::limit::Rule;
 use crate::target::DEFAULT_SUFFIX;
 use crate::upstream::split::Weighted;
 use crate::upstream::{Address, Preference};
@@ -316,6 +317,9 @@ keys! {
     /// opaque sessions are divided by weight over the backends, each with its own endpoints.
     /// Wins over a Destination profile's `dst_overrides` for the same target.
     splits: BTreeMap<String, Vec<Weighted>> = BTreeMap::new(), flag "split";
+    /// Per-caller rate limits: token buckets by caller identity (`*`: each caller its own), and
+    /// optionally one target; a request over a limit gets 429 with `Retry-After`.
+    rate_limits: Vec<Rule> = Vec::new(), flag "rate-limit";
     /// Keep HTTP/1 header-name case end to end (legacy peers depend on it).
     preserve_header_case: bool = true;
     /// Whether HTTP/1.1 `CONNECT` is tunnelled to the target (else 405).

@@ -31,6 +31,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod limit;
 pub mod metrics;
 pub mod proxy;
 pub mod socket;

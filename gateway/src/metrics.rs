@@ -83,6 +83,8 @@ pub struct Metrics {
     pub identity: IdentityMetrics,
     /// `control_destination_*` and the profile splits.
     pub destination: DestinationMetrics,
+    /// `gateway_rate_limited_total{rule}`: requests refused with 429 by a rate limit.
+    pub rate_limited: Family<RuleLabels, Counter>,
 }
 
 /// One session's metric handles for its current route (status 200), so recording a request
@@ -267,11 +269,18 @@ impl Metrics {
         }
         let destination = DestinationMetrics::default();
         destination.register(r);
+        let rate_limited = Family::default();
+        r.register(
+            "gateway_rate_limited",
+            "Requests refused with 429 by a rate limit, by rule",
+            rate_limited.clone(),
+        );
         process::register(r);
         let clock = Arc::new(CoarseClock::new());
         let metrics = Self {
             identity,
             destination,
+            rate_limited,
             clock: clock.clone(),
             registry,
             requests: Tracked::new(requests, &clock),

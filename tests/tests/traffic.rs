@@ -68,3 +68,81 @@ async fn a_configured_split_sends_90_10_within_three_points_and_counts_per_backe
     let weight = format!("outbound_profile_backend_weight{{authority=\"{WEB}\",backend=\"{V2}\"}}");
     assert_eq!(h.metric(&weight).await, 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_for_one_identity_gives_it_429s_and_none_to_another_caller() {
+    const OTHER: &str = "api.east.serviceaccount.identity.linkerd.cluster.local";
+    let h = Harness::start(|c| {
+        c.rate_limits
+            .push(format!("{CLIENT_ID}=50/50").parse().unwrap());
+    })
+    .await;
+    let burst = |identity: &'static str| {
+        let client = h.client(identity, H2);
+        async move {
+            let mut send = client.http2().await.unwrap();
+            let mut statuses = Vec::new();
+            // Bounded: 200 requests as fast as they go (well over 50 per second here).
+            for _ in 0..200 {
+                send.ready().await.unwrap();
+                let answer = collect(
+                    send.send_request(routed_get(support::SERVICE))
+                        .await
+                        .unwrap(),
+                )
+                .await;
+                statuses.push((
+                    answer.status.as_u16(),
+                    answer.header("retry-after").map(str::to_owned),
+                    answer.header("l5d-proxy-error").map(str::to_owned),
+                ));
+            }
+            statuses
+        }
+    };
+    let limited = burst(CLIENT_ID).await;
+    let refused: Vec<_> = limited.iter().filter(|(s, _, _)| *s == 429).collect();
+    assert!(
+        refused.len() >= 50,
+        "200 fast requests against 50/s: {} refused",
+        refused.len()
+    );
+    assert!(
+        limited.iter().filter(|(s, _, _)| *s == 200).count() >= 50,
+        "the burst passes"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|(_, retry, error)| retry.as_deref() == Some("1")
+                && error.as_deref() == Some("rate limited"))
+    );
+    let other = burst(OTHER).await;
+    assert!(
+        other.iter().all(|(s, _, _)| *s == 200),
+        "another caller is not limited"
+    );
+    let rule = format!("gateway_rate_limited_total{{rule=\"{CLIENT_ID}=50/50\"}}");
+    assert_eq!(h.metric(&rule).await, refused.len() as u64);
+
+    // A gRPC caller over the limit gets RESOURCE_EXHAUSTED.
+    let mut send = h.client(CLIENT_ID, H2).http2().await.unwrap();
+    let mut grpc = None;
+    for _ in 0..100 {
+        send.ready().await.unwrap();
+        let req = http::Request::post("/svc/Method")
+            .header("l5d-dst-override", support::SERVICE)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(&[
+                0, 0, 0, 0, 0,
+            ])))
+            .unwrap();
+        let answer = collect(send.send_request(req).await.unwrap()).await;
+        if let Some(status) = answer.header("grpc-status").filter(|s| *s != "0") {
+            grpc = Some(status.to_owned());
+            break;
+        }
+    }
+    assert_eq!(grpc.as_deref(), Some("8"));
+}

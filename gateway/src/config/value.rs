@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_norway::{Mapping, Value as Yaml};
 
 use super::LogFormat;
+use crate::limit::Rule;
 use crate::upstream::split::{self, Weighted};
 use crate::upstream::{Address, Preference};
 
@@ -412,6 +413,55 @@ impl Value for Vec<Weighted> {
                 })
                 .collect(),
         )
+    }
+}
+
+/// A rate-limit rule: `CLIENT[@TARGET]=RATE[/BURST]`, or in YAML `{client, target, rate, burst}`.
+impl Value for Rule {
+    const FORM: &'static str = "CLIENT[@NAME:PORT]=RATE[/BURST] (CLIENT an identity or *; in YAML \
+        also {client, target, rate, burst})";
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+    fn from_yaml(value: Yaml) -> Result<Self, String> {
+        let map = match value {
+            Yaml::String(text) => return text.parse(),
+            Yaml::Mapping(map) => map,
+            other => return Err(format!("got {}", show(&other))),
+        };
+        let mut rule = Rule {
+            client: None,
+            target: None,
+            rate: 0.0,
+            burst: 0,
+        };
+        let mut client = None;
+        for (key, value) in map {
+            match (key.as_str(), value) {
+                (Some("client"), Yaml::String(c)) => client = Some(c),
+                (Some("target"), Yaml::String(t)) => rule.target = Some(t.to_ascii_lowercase()),
+                (Some("rate"), Yaml::Number(n)) => rule.rate = n.as_f64().unwrap_or(0.0),
+                (Some("burst"), Yaml::Number(n)) => {
+                    rule.burst = n.as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+                }
+                (key, value) => {
+                    return Err(format!(
+                        "{key:?}: got {} (client, target, rate, burst)",
+                        show(&value)
+                    ));
+                }
+            }
+        }
+        let client = client.ok_or("a rate limit needs client: an identity or *")?;
+        rule.client = (client.trim() != "*").then(|| client.trim().to_ascii_lowercase());
+        if rule.burst == 0 && rule.rate > 0.0 {
+            rule.burst = rule.rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+        }
+        rule.check()?;
+        Ok(rule)
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::String(self.to_string())
     }
 }
 

@@ -296,6 +296,13 @@ pub struct ConnectErrorLabels {
     pub reason: &'static str,
 }
 
+/// `rule`: a rate-limit rule's text form.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// The rule.
+    pub rule: Label,
+}
+
 /// Labels of `outbound_http_version_fallbacks_total`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct FallbackLabels {

@@ -83,6 +83,8 @@ pub struct Limits {
     pub response_timeout: Option<Duration>,
     /// Per-target response-header deadlines, by `name:port`.
     pub response_timeouts: HashMap<String, Duration>,
+    /// Per-caller rate limits.
+    pub rate_limits: crate::limit::RateLimits,
 }
 
 impl Shared {
@@ -178,6 +180,7 @@ impl Limits {
                 .iter()
                 .map(|(name, d)| (name.to_ascii_lowercase(), *d))
                 .collect(),
+            rate_limits: crate::limit::RateLimits::new(&config.rate_limits),
         }
     }
 

@@ -57,6 +57,14 @@ pub enum Error {
     /// The in-flight request limit is reached.
     #[error("load shed")]
     LoadShed,
+    /// The caller is over a rate limit.
+    #[error("rate limited")]
+    RateLimited {
+        /// The rule that refused (its text form).
+        rule: std::sync::Arc<str>,
+        /// When a request would pass again.
+        retry_after: Duration,
+    },
     /// The upstream did not send response headers in time.
     #[error("response timed out after {}", humantime::format_duration(*.0))]
     ResponseTimeout(Duration),
@@ -93,6 +101,7 @@ impl Error {
             // More demand than the limit: logged at debug (a line per shed request would add
             // load exactly when there is too much) and counted in gateway_requests_shed_total.
             | Error::LoadShed
+            | Error::RateLimited { .. }
             | Error::Http(_)
             // The copy cannot tell which side failed; remote callers over a WAN are the usual
             // one, and a warning per broken session would flood the log.
@@ -130,6 +139,7 @@ impl Error {
             Error::HeadersTooLarge => "headers_too_large",
             Error::ConnectNotAllowed => "connect_not_allowed",
             Error::LoadShed => "load_shed",
+            Error::RateLimited { .. } => "rate_limited",
             Error::ResponseTimeout(_) => "response_timeout",
             Error::Connect(ConnectError::Resolve(_)) => "unresolved",
             Error::Connect(ConnectError::Refused { .. }) => "connect_refused",
@@ -231,6 +241,7 @@ impl Error {
             Error::Route(route::Error::Loop) => StatusCode::LOOP_DETECTED,
             Error::Route(route::Error::Unauthorized { .. }) => StatusCode::FORBIDDEN,
             Error::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::LoadShed | Error::Connect(ConnectError::Resolve(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -267,15 +278,15 @@ impl Error {
     /// The gRPC status code for gRPC callers (spec §8).
     pub fn grpc_status(&self) -> u8 {
         match self.status() {
-            StatusCode::NOT_FOUND => 5,                       // NotFound
-            StatusCode::BAD_REQUEST => 3,                     // InvalidArgument
-            StatusCode::LOOP_DETECTED => 10,                  // Aborted
-            StatusCode::FORBIDDEN => 7,                       // PermissionDenied
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => 8, // ResourceExhausted
-            StatusCode::METHOD_NOT_ALLOWED => 12,             // Unimplemented
-            StatusCode::GATEWAY_TIMEOUT => 4,                 // DeadlineExceeded
+            StatusCode::NOT_FOUND => 5,      // NotFound
+            StatusCode::BAD_REQUEST => 3,    // InvalidArgument
+            StatusCode::LOOP_DETECTED => 10, // Aborted
+            StatusCode::FORBIDDEN => 7,      // PermissionDenied
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => 8, // ResourceExhausted
+            StatusCode::METHOD_NOT_ALLOWED => 12, // Unimplemented
+            StatusCode::GATEWAY_TIMEOUT => 4,     // DeadlineExceeded
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => 14, // Unavailable
-            _ => 13,                                          // Internal
+            _ => 13,                              // Internal
         }
     }
 

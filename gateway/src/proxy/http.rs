@@ -215,9 +215,11 @@ impl Session {
         let start = Instant::now();
         let grpc = is_grpc(req.headers());
         let http1 = req.version() != Version::HTTP_2;
-        let routed = self
-            .admit(&req)
-            .and_then(|permit| Ok((permit, self.route(&req)?)));
+        let routed = self.admit(&req).and_then(|permit| {
+            let (route, allowed) = self.route(&req)?;
+            self.rate_limit(route.service.target())?;
+            Ok((permit, (route, allowed)))
+        });
         let mut dst = DstLabels::default();
         let (authority, allowed, permit, result) = match routed {
             Ok((permit, (route, allowed))) => (
@@ -264,6 +266,27 @@ impl Session {
             return Err(Error::HeadersTooLarge);
         }
         Ok(permit)
+    }
+
+    /// Takes a token from every rate limit the caller and target match (none configured: free).
+    fn rate_limit(&self, target: &Target) -> Result<(), Error> {
+        let limits = &self.shared.limits.rate_limits;
+        if limits.is_empty() {
+            return Ok(());
+        }
+        limits.take(self.peer.as_str(), target).map_err(|limited| {
+            self.shared
+                .metrics
+                .rate_limited
+                .get_or_create(&crate::metrics::RuleLabels {
+                    rule: Label(limited.rule.clone()),
+                })
+                .inc();
+            Error::RateLimited {
+                rule: limited.rule,
+                retry_after: limited.retry_after,
+            }
+        })
     }
 
     /// Decides where the request goes (the transport header's target, else

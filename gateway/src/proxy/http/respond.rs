@@ -31,6 +31,11 @@ pub fn error_response(error: &Error, grpc: bool, http1: bool) -> Response<Body> 
     if let Ok(value) = HeaderValue::from_str(&message) {
         headers.insert(&L5D_PROXY_ERROR, value);
     }
+    if let Error::RateLimited { retry_after, .. } = error {
+        // Whole seconds, rounded up: a client that waits that long gets a token.
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    }
     if error.is_fatal() {
         headers.insert(&L5D_PROXY_CONNECTION, HeaderValue::from_static("close"));
         if http1 && !grpc {
