@@ -140,6 +140,14 @@ pub struct RateLimits {
     buckets: Mutex<HashMap<(usize, Arc<str>), Bucket>>,
 }
 
+impl fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.rules.iter().map(|(_, label)| label))
+            .finish()
+    }
+}
+
 /// A refusal: the rule that refused, and when a token is back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limited {

@@ -16,6 +16,9 @@
 //!       - service: web       # first label of the target name
 //!         namespace: prod    # second label (name.namespace.svc.<domain>)
 //!         port: 8080
+//! rate_limits:               # CLIENT[@NAME:PORT]=RATE[/BURST], added to the config's
+//!   - "*.east.serviceaccount.identity.linkerd.cluster.local=100/200"   # not a pattern: one identity
+//!   - "*=50"                 # every caller, each its own bucket of 50 requests per second
 //! ```
 //!
 //! The file is watched like the credential files: a changed file that parses replaces the
@@ -33,6 +36,7 @@ use identity::source::Settle;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::limit::RateLimits;
 use crate::metrics::{Label, Metrics};
 use crate::target::Target;
 
@@ -59,6 +63,8 @@ pub struct Policy {
     audit: bool,
     rules: Vec<Rule>,
     default_name: Label,
+    /// The file's rate limits (their buckets start full at each reload).
+    rate_limits: Arc<RateLimits>,
 }
 
 impl Default for Policy {
@@ -69,6 +75,7 @@ impl Default for Policy {
             audit: false,
             rules: Vec::new(),
             default_name: Label::from("all-authenticated"),
+            rate_limits: Arc::new(RateLimits::new(&[])),
         }
     }
 }
@@ -107,6 +114,8 @@ struct PolicyFile {
     mode: Option<String>,
     #[serde(default)]
     rules: Vec<RuleFile>,
+    #[serde(default)]
+    rate_limits: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +249,13 @@ impl Policy {
                 targets: rule.targets,
             });
         }
+        let mut limits = Vec::new();
+        for (i, text) in file.rate_limits.iter().enumerate() {
+            match text.parse::<crate::limit::Rule>() {
+                Ok(rule) => limits.push(rule),
+                Err(e) => problems.push(format!("{what}: rate limit {}: {e}", i + 1)),
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -247,6 +263,7 @@ impl Policy {
             deny_by_default,
             audit,
             rules,
+            rate_limits: Arc::new(RateLimits::new(&limits)),
             default_name: Label::from(if deny_by_default {
                 "deny"
             } else {
@@ -274,6 +291,11 @@ impl Policy {
         let text =
             std::str::from_utf8(bytes).map_err(|_| vec![format!("{what}: not UTF-8 text")])?;
         Self::from_yaml(what, text)
+    }
+
+    /// The file's rate limits.
+    pub fn rate_limits(&self) -> &Arc<RateLimits> {
+        &self.rate_limits
     }
 
     /// The policy's default (`all-authenticated` or `deny`): the `srv_name` metric label.

@@ -26,6 +26,7 @@ use super::error::{Blame, Error};
 use super::forwarded;
 use super::route::{self, Source};
 use crate::control::policy;
+use crate::limit::RateLimits;
 use crate::metrics::{Allowed, DstLabels, Label, RouteCache};
 use crate::target::Target;
 use crate::upstream::{Names, Needs, Service};
@@ -216,8 +217,8 @@ impl Session {
         let grpc = is_grpc(req.headers());
         let http1 = req.version() != Version::HTTP_2;
         let routed = self.admit(&req).and_then(|permit| {
-            let (route, allowed) = self.route(&req)?;
-            self.rate_limit(route.service.target())?;
+            let (route, allowed, file_limits) = self.route(&req)?;
+            self.rate_limit(route.service.target(), &file_limits)?;
             Ok((permit, (route, allowed)))
         });
         let mut dst = DstLabels::default();
@@ -268,13 +269,18 @@ impl Session {
         Ok(permit)
     }
 
-    /// Takes a token from every rate limit the caller and target match (none configured: free).
-    fn rate_limit(&self, target: &Target) -> Result<(), Error> {
-        let limits = &self.shared.limits.rate_limits;
-        if limits.is_empty() {
+    /// Takes a token from every rate limit the caller and target match: the config's, then the
+    /// policy file's (none configured: free).
+    fn rate_limit(&self, target: &Target, file: &RateLimits) -> Result<(), Error> {
+        let config = &self.shared.limits.rate_limits;
+        if config.is_empty() && file.is_empty() {
             return Ok(());
         }
-        limits.take(self.peer.as_str(), target).map_err(|limited| {
+        let peer = self.peer.as_str();
+        let taken = config
+            .take(peer, target)
+            .and_then(|()| file.take(peer, target));
+        taken.map_err(|limited| {
             self.shared
                 .metrics
                 .rate_limited
@@ -292,7 +298,10 @@ impl Session {
     /// Decides where the request goes (the transport header's target, else
     /// `l5d-dst-override`, else the URI authority, else `Host`; loops; policy) and finds the
     /// route to it: the session's last one when the target is the same.
-    fn route(&self, req: &Request<Incoming>) -> Result<(Arc<Route>, Allowed), Error> {
+    fn route(
+        &self,
+        req: &Request<Incoming>,
+    ) -> Result<(Arc<Route>, Allowed, Arc<RateLimits>), Error> {
         let headers = req.headers();
         let source = match &self.routing {
             Routing::Fixed(fixed) => Source::Checked(fixed.as_ref()),
@@ -335,6 +344,7 @@ impl Session {
             policy: &cache.policy,
         };
         let decided = route::decide(&self.peer, source, forwarded, &snapshot);
+        let file_limits = cache.policy.rate_limits().clone();
         drop(cache);
         let decision = decided_or_counted(
             &self.shared,
@@ -360,7 +370,7 @@ impl Session {
                 route
             }
         };
-        Ok((route, decision.allowed))
+        Ok((route, decision.allowed, file_limits))
     }
 
     /// Forwards `req` on `route`; `dst` gets the `dst_*` labels of the service that answers.

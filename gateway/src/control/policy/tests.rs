@@ -251,3 +251,24 @@ fn a_replaced_policy_reaches_snapshots_by_version() {
         Verdict::Deny
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_policy_file_carries_rate_limits_and_names_bad_ones() {
+    let policy = Policy::from_yaml(
+        "p",
+        "rate_limits:\n  - \"web.east.serviceaccount.identity.linkerd.cluster.local=1/2\"\n",
+    )
+    .unwrap();
+    let web = target("web.prod.svc.cluster.local:8080");
+    let caller = "web.east.serviceaccount.identity.linkerd.cluster.local";
+    let limits = policy.rate_limits();
+    assert!(limits.take(caller, &web).is_ok() && limits.take(caller, &web).is_ok());
+    assert!(limits.take(caller, &web).is_err(), "a burst of 2 at 1/s");
+    assert!(Policy::default().rate_limits().is_empty());
+    let e = Policy::from_yaml("p", "rate_limits: [\"*=0\", \"*=5\", \"x y=1\"]\n").unwrap_err();
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].contains("rate limit 1") && e[1].contains("rate limit 3"),
+        "{e:?}"
+    );
+}
