@@ -19,6 +19,7 @@ use std::time::Duration;
 
 pub use value::Value;
 
+use crate::access_log::{Sink, UriDetail};
 use crate::limit::Rule;
 use crate::target::DEFAULT_SUFFIX;
 use crate::upstream::split::Weighted;
@@ -345,6 +346,13 @@ keys! {
     /// Log format: `text` or `json`.
     log_format: LogFormat = LogFormat::Text, linkerd ["LINKERD2_PROXY_LOG_FORMAT"],
         flag "log-format";
+    /// The access log: `stderr` or a file (appended to); one JSON line per HTTP request. Off
+    /// when unset.
+    access_log: Option<Sink> = None, flag "access-log";
+    /// How much of the request URI access-log lines keep: `off`, `path` (no query) or `full`.
+    access_log_uri: UriDetail = UriDetail::Path;
+    /// Access-log lines queued for the writer; past it lines are dropped and counted.
+    access_log_buffer: usize = 10_000, check validate::at_least_one;
 }
 
 /// Values given on the command line, as `(key, text)` pairs in flag order; they win over all else.

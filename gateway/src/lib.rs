@@ -27,6 +27,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod app;
 pub mod cli;
 pub mod config;

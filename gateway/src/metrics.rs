@@ -85,6 +85,8 @@ pub struct Metrics {
     pub destination: DestinationMetrics,
     /// `gateway_rate_limited_total{rule}`: requests refused with 429 by a rate limit.
     pub rate_limited: Family<RuleLabels, Counter>,
+    /// `gateway_access_log_dropped_total`: access-log lines dropped on a full queue.
+    pub access_log_dropped: Counter,
 }
 
 /// One session's metric handles for its current route (status 200), so recording a request
@@ -269,6 +271,12 @@ impl Metrics {
         }
         let destination = DestinationMetrics::default();
         destination.register(r);
+        let access_log_dropped = Counter::default();
+        r.register(
+            "gateway_access_log_dropped",
+            "Access-log lines dropped because the writer's queue was full",
+            access_log_dropped.clone(),
+        );
         let rate_limited = Family::default();
         r.register(
             "gateway_rate_limited",
@@ -281,6 +289,7 @@ impl Metrics {
             identity,
             destination,
             rate_limited,
+            access_log_dropped,
             clock: clock.clone(),
             registry,
             requests: Tracked::new(requests, &clock),

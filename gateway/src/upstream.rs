@@ -291,6 +291,7 @@ impl Upstream {
         req: Request<Incoming>,
         needs: Needs,
         names: &Names,
+        answered_by: &mut Option<Arc<Endpoint>>,
     ) -> Result<Response<Incoming>, Error> {
         let waited = Instant::now();
         self.refresh(balancer).await?;
@@ -302,6 +303,7 @@ impl Upstream {
         self.metrics
             .connection_wait
             .observe(waited.elapsed().as_secs_f64() * 1000.0);
+        *answered_by = Some(endpoint.clone());
         let pending = endpoint.start_request();
         let start = Instant::now();
         let meshed = endpoint.address.identity.is_some();

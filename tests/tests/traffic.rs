@@ -146,3 +146,72 @@ async fn a_rate_limit_for_one_identity_gives_it_429s_and_none_to_another_caller(
     }
     assert_eq!(grpc.as_deref(), Some("8"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_a_json_line_per_request_with_every_field() {
+    let path = std::env::temp_dir().join(format!("meshgate-access-it-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let file = path.clone();
+    let h = Harness::start(move |c| {
+        c.access_log = Some(gateway::access_log::Sink::File(file));
+    })
+    .await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut send = h.client(CLIENT_ID, H2).http2().await.unwrap();
+    let req = http::Request::get("/items?secret=1")
+        .header("l5d-dst-override", support::SERVICE)
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let ok = collect(send.send_request(req).await.unwrap()).await;
+    assert_eq!(ok.status, 200);
+    send.ready().await.unwrap();
+    let refused = collect(
+        send.send_request(routed_get("nowhere.example.com:80"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(refused.status, 404);
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        support::eventually(support::SOON, || async { read().lines().count() == 2 }).await,
+        "{}",
+        read()
+    );
+    let lines: Vec<serde_json::Value> = read()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = &lines[0];
+    for field in [
+        "time",
+        "client_id",
+        "source",
+        "target",
+        "endpoint",
+        "upstream_tls",
+        "method",
+        "path",
+        "status",
+        "bytes_out",
+        "duration_ms",
+        "trace_id",
+    ] {
+        assert!(first.get(field).is_some(), "{field} missing: {first}");
+    }
+    assert_eq!(first["client_id"], CLIENT_ID);
+    assert_eq!(first["target"], support::SERVICE);
+    assert_eq!(first["endpoint"], h.backend.addr.to_string());
+    assert_eq!(first["path"], "/items", "the query stays out by default");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["bytes_out"], ok.body.len() as u64);
+    assert_eq!(first["trace_id"], trace);
+    assert!(first["source"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let second = &lines[1];
+    assert_eq!(second["status"], 404);
+    assert_eq!(second["error"], "bad_gateway_domain");
+    assert_eq!(second["blame"], "downstream");
+    assert_eq!(h.metric("gateway_access_log_dropped_total").await, 0);
+    let _ = std::fs::remove_file(&path);
+}

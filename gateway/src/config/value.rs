@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_norway::{Mapping, Value as Yaml};
 
 use super::LogFormat;
+use crate::access_log::{Sink, UriDetail};
 use crate::limit::Rule;
 use crate::upstream::split::{self, Weighted};
 use crate::upstream::{Address, Preference};
@@ -159,6 +160,26 @@ impl Value for LogFormat {
             }
             .to_owned(),
         )
+    }
+}
+
+impl Value for Sink {
+    const FORM: &'static str = "stderr or a file path";
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::String(self.to_string())
+    }
+}
+
+impl Value for UriDetail {
+    const FORM: &'static str = "off, path or full";
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::String(self.as_str().to_owned())
     }
 }
 

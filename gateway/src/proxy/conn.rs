@@ -52,7 +52,7 @@ pub async fn serve<IO>(
     let result = match accepted.alpn {
         Alpn::TransportHeader => {
             match tokio::time::timeout_at(deadline, transport_header::read(accepted.stream)).await {
-                Ok(Ok((header, io))) => header_session(&shared, io, &peer, header).await,
+                Ok(Ok((header, io))) => header_session(&shared, io, &peer, remote, header).await,
                 Ok(Err(e)) => Err(Error::TransportHeader(e)),
                 Err(_) => Err(Error::TransportHeaderTimeout),
             }
@@ -61,7 +61,7 @@ pub async fn serve<IO>(
             http::serve(
                 shared.clone(),
                 accepted.stream,
-                peer.clone(),
+                (peer.clone(), remote),
                 Routing::PerRequest,
             )
             .await
@@ -80,6 +80,7 @@ async fn header_session<IO>(
     shared: &Arc<Shared>,
     mut io: IO,
     peer: &IdentityName,
+    remote: SocketAddr,
     header: TransportHeader,
 ) -> Result<(), Error>
 where
@@ -105,7 +106,13 @@ where
     };
     match header.protocol {
         SessionProtocol::Http1 | SessionProtocol::Http2 => {
-            http::serve(shared.clone(), io, peer.clone(), Routing::Fixed(target)).await
+            http::serve(
+                shared.clone(),
+                io,
+                (peer.clone(), remote),
+                Routing::Fixed(target),
+            )
+            .await
         }
         SessionProtocol::Opaque => {
             let policy = shared.policy.snapshot();

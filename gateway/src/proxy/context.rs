@@ -38,6 +38,8 @@ pub struct Shared {
     pub policy: Arc<policy::Current>,
     /// Request limits and timeouts.
     pub limits: Limits,
+    /// The access log, when one is configured.
+    pub access_log: Option<crate::access_log::AccessLog>,
 }
 
 /// The running pieces a [`Shared`] is made of, beside the config.
@@ -150,7 +152,20 @@ impl Shared {
             handles.upstream_tls,
             handles.metrics.clone(),
         );
+        let access_log = match &config.access_log {
+            Some(sink) => Some(
+                crate::access_log::AccessLog::start(
+                    sink,
+                    config.access_log_buffer,
+                    config.access_log_uri,
+                    handles.metrics.access_log_dropped.clone(),
+                )
+                .map_err(|e| format!("access_log {sink}: {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
+            access_log,
             identity: handles.identity,
             tls: handles.tls,
             suffixes,

@@ -28,6 +28,17 @@ pub enum Blame {
     Local,
 }
 
+impl Blame {
+    /// The name in logs: `downstream`, `upstream`, `local`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Blame::Downstream => "downstream",
+            Blame::Upstream => "upstream",
+            Blame::Local => "local",
+        }
+    }
+}
+
 /// A failed connection, session or request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -127,6 +127,8 @@ struct Cache {
 struct Session {
     shared: Arc<Shared>,
     peer: IdentityName,
+    /// The caller's address (the access log's `source`).
+    remote: std::net::SocketAddr,
     peer_label: Label,
     /// `l5d-client-id` value, made once per connection.
     peer_header: Option<HeaderValue>,
@@ -147,7 +149,7 @@ struct Session {
 pub async fn serve<IO>(
     shared: Arc<Shared>,
     io: IO,
-    peer: IdentityName,
+    (peer, remote): (IdentityName, std::net::SocketAddr),
     routing: Routing,
 ) -> Result<(), Error>
 where
@@ -163,6 +165,7 @@ where
             policy: shared.policy.snapshot(),
         }),
         peer,
+        remote,
         routing,
         shared,
         close: Notify::new(),
@@ -214,6 +217,11 @@ where
 impl Session {
     async fn handle(&self, req: Request<Incoming>) -> Response<InFlight> {
         let start = Instant::now();
+        let entry = self
+            .shared
+            .access_log
+            .as_ref()
+            .map(|log| self.log_entry(log, &req));
         let grpc = is_grpc(req.headers());
         let http1 = req.version() != Version::HTTP_2;
         let routed = self.admit(&req).and_then(|permit| {
@@ -221,16 +229,20 @@ impl Session {
             self.rate_limit(route.service.target(), &file_limits)?;
             Ok((permit, (route, allowed)))
         });
-        let mut dst = DstLabels::default();
+        let mut served = Served::default();
         let (authority, allowed, permit, result) = match routed {
             Ok((permit, (route, allowed))) => (
                 route.label.clone(),
                 Some(allowed),
                 Some(permit),
-                self.forward(&route, req, grpc, &mut dst).await,
+                self.forward(&route, req, grpc, &mut served).await,
             ),
             Err(e) => (Label::default(), None, None, Err(e)),
         };
+        let failure = result
+            .as_ref()
+            .err()
+            .map(|e| (e.reason(), e.blame().as_str()));
         let response = match result {
             Ok(response) => response,
             Err(error) => {
@@ -244,11 +256,34 @@ impl Session {
                 error_response(&error, grpc, http1)
             }
         };
-        self.record(&authority, &dst, allowed.as_ref(), response.status(), start);
+        self.record(
+            &authority,
+            &served.dst,
+            allowed.as_ref(),
+            response.status(),
+            start,
+        );
+        let log = entry.map(|mut entry| {
+            entry.target = authority.0.to_string();
+            entry.status = response.status().as_u16();
+            if let Some(endpoint) = &served.endpoint {
+                entry.endpoint = endpoint.address().addr.to_string();
+                entry.upstream_tls = endpoint.address().identity.is_some();
+            }
+            if let Some((reason, blame)) = failure {
+                (entry.error, entry.blame) = (Some(reason), Some(blame));
+            }
+            Box::new(Logged {
+                entry,
+                start,
+                shared: self.shared.clone(),
+            })
+        });
         // The request stays in flight until its response body has been sent.
         response.map(|body| InFlight {
             body,
             _permit: permit,
+            log,
         })
     }
 
@@ -267,6 +302,39 @@ impl Session {
             return Err(Error::HeadersTooLarge);
         }
         Ok(permit)
+    }
+
+    /// An access-log line's request part (the rest is filled when the response is known).
+    fn log_entry(
+        &self,
+        log: &crate::access_log::AccessLog,
+        req: &Request<Incoming>,
+    ) -> crate::access_log::Entry {
+        use crate::access_log::UriDetail;
+        let uri = req.uri();
+        crate::access_log::Entry {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            client_id: self.peer.as_str().to_owned(),
+            source: self.remote.to_string(),
+            method: req.method().as_str().to_owned(),
+            path: match log.uri {
+                UriDetail::Off => None,
+                UriDetail::Path => Some(uri.path().to_owned()),
+                UriDetail::Full => Some(
+                    uri.path_and_query()
+                        .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+                ),
+            },
+            bytes_in: req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
+            trace_id: req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| crate::access_log::trace_id(v.as_bytes())),
+            ..crate::access_log::Entry::default()
+        }
     }
 
     /// Takes a token from every rate limit the caller and target match: the config's, then the
@@ -373,13 +441,13 @@ impl Session {
         Ok((route, decision.allowed, file_limits))
     }
 
-    /// Forwards `req` on `route`; `dst` gets the `dst_*` labels of the service that answers.
+    /// Forwards `req` on `route`; `served` gets what answered it.
     async fn forward(
         &self,
         route: &Route,
         mut req: Request<Incoming>,
         grpc: bool,
-        dst: &mut DstLabels,
+        served: &mut Served,
     ) -> Result<Response<Body>, Error> {
         if req.method() == http::Method::CONNECT {
             return self.tunnel(route, req).await;
@@ -415,7 +483,7 @@ impl Session {
         let (balancer, route_timeout) = upstream
             .select(&route.service, Some((req.method(), path)))
             .await?;
-        let sent = upstream.send(&balancer, req, needs, &route.names);
+        let sent = upstream.send(&balancer, req, needs, &route.names, &mut served.endpoint);
         // A profile route's timeout wins over the configured one.
         let answered = match route_timeout.or(route.response_timeout) {
             Some(deadline) => tokio::time::timeout(deadline, sent)
@@ -425,7 +493,7 @@ impl Session {
             None => sent.await.map_err(Error::from),
         };
         // Read after the send: a first request waited there for discovery's first answer.
-        *dst = balancer.dst_labels();
+        served.dst = balancer.dst_labels();
         let mut response = answered?;
         if let (Some(protocol), Some(downstream), StatusCode::SWITCHING_PROTOCOLS) =
             (upgrade, downstream_upgrade, response.status())
@@ -537,10 +605,38 @@ async fn splice(
     }
 }
 
-/// A response body that holds an in-flight permit until it ends (or is dropped).
+/// What answered a request: the `dst_*` labels of its service and the endpoint.
+#[derive(Default)]
+struct Served {
+    dst: DstLabels,
+    endpoint: Option<Arc<crate::upstream::Endpoint>>,
+}
+
+/// An access-log line waiting for its response body to end.
+struct Logged {
+    entry: crate::access_log::Entry,
+    start: Instant,
+    shared: Arc<Shared>,
+}
+
+/// A response body that holds an in-flight permit until it ends (or is dropped), and writes
+/// the request's access-log line then.
 pub struct InFlight {
     body: Body,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    log: Option<Box<Logged>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(logged) = self.log.take()
+            && let Some(log) = &logged.shared.access_log
+        {
+            let mut entry = logged.entry;
+            entry.duration_ms = logged.start.elapsed().as_secs_f64() * 1000.0;
+            log.write(&entry);
+        }
+    }
 }
 
 impl hyper::body::Body for InFlight {
@@ -551,7 +647,13 @@ impl hyper::body::Body for InFlight {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(logged)) = (&polled, self.log.as_mut())
+            && let Some(data) = frame.data_ref()
+        {
+            logged.entry.bytes_out += data.len() as u64;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -328,6 +328,11 @@ fn weighted_pair<'a>(
 // === impl Endpoint ===
 
 impl Endpoint {
+    /// Where it is and what its proxy needs.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
     fn new(address: Address) -> Self {
         Self {
             address,
