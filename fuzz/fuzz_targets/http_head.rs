@@ -85,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
         let session = tokio::spawn(serve(
             world.shared.clone(),
             server,
-            world.peer.clone(),
+            (world.peer.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 1))),
             Routing::PerRequest,
         ));
         let exchange = async {
