@@ -1,8 +1,9 @@
 //! The access log: one JSON line per HTTP request, off by default, to stderr or a file.
 //!
-//! Lines are handed to a writer thread through a bounded queue (`access_log_buffer` lines):
-//! the request path never waits on the disk; when the queue is full the line is dropped and
-//! counted in `gateway_access_log_dropped_total`.
+//! Entries are handed to a writer thread through a bounded queue (`access_log_buffer` lines):
+//! the request path never formats JSON or waits on the disk; when the queue is full the entry
+//! is dropped and counted in `gateway_access_log_dropped_total`. The writer formats each line
+//! and writes in batches: at 64 KiB, or 100 ms after the first line of a batch.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -76,22 +77,27 @@ impl std::str::FromStr for UriDetail {
 }
 
 /// One request, as logged.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Entry {
     /// When the request arrived (RFC 3339, UTC, milliseconds).
-    pub time: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub time: std::time::SystemTime,
     /// The caller's identity.
-    pub client_id: String,
+    #[serde(serialize_with = "text")]
+    pub client_id: std::sync::Arc<str>,
     /// The caller's address.
-    pub source: String,
+    pub source: std::net::SocketAddr,
     /// The target `name:port` (empty when none was acceptable).
-    pub target: String,
-    /// The endpoint that answered (empty when none did).
-    pub endpoint: String,
+    #[serde(serialize_with = "text")]
+    pub target: std::sync::Arc<str>,
+    /// The endpoint that answered (absent when none did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<std::net::SocketAddr>,
     /// Whether the endpoint was reached over mTLS.
     pub upstream_tls: bool,
     /// The request method.
-    pub method: String,
+    #[serde(serialize_with = "method")]
+    pub method: http::Method,
     /// The path (or path and query), per `access_log_uri`; absent when off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -115,9 +121,48 @@ pub struct Entry {
     pub trace_id: Option<String>,
 }
 
+fn rfc3339<S: serde::Serializer>(time: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*time))
+}
+
+fn text<S: serde::Serializer>(text: &std::sync::Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(text)
+}
+
+fn method<S: serde::Serializer>(method: &http::Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(method.as_str())
+}
+
+impl Entry {
+    /// An entry for a request from `client_id` at `source` arriving now.
+    pub fn new(
+        client_id: std::sync::Arc<str>,
+        source: std::net::SocketAddr,
+        method: http::Method,
+    ) -> Self {
+        Self {
+            time: std::time::SystemTime::now(),
+            client_id,
+            source,
+            target: std::sync::Arc::from(""),
+            endpoint: None,
+            upstream_tls: false,
+            method,
+            path: None,
+            status: 0,
+            bytes_in: None,
+            bytes_out: 0,
+            duration_ms: 0.0,
+            error: None,
+            blame: None,
+            trace_id: None,
+        }
+    }
+}
+
 /// A running access log.
 pub struct AccessLog {
-    queue: SyncSender<String>,
+    queue: SyncSender<Box<Entry>>,
     dropped: Counter,
     /// How much of the URI lines keep.
     pub uri: UriDetail,
@@ -143,18 +188,44 @@ impl AccessLog {
                     .open(path)?,
             ),
         };
-        let (queue, lines) = mpsc::sync_channel::<String>(capacity.max(1));
+        let (queue, entries) = mpsc::sync_channel::<Box<Entry>>(capacity.max(1));
         std::thread::Builder::new()
             .name("access-log".to_owned())
             .spawn(move || {
-                let mut buffered = std::io::BufWriter::new(&mut out);
-                while let Ok(line) = lines.recv() {
-                    let _ = buffered.write_all(line.as_bytes());
-                    // Write out whenever the queue is empty: lines are not held back long.
-                    while let Ok(more) = lines.try_recv() {
-                        let _ = buffered.write_all(more.as_bytes());
+                const BATCH: usize = 64 * 1024;
+                const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+                let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
+                let mut first_at = None;
+                loop {
+                    let next = match first_at {
+                        None => entries
+                            .recv()
+                            .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                        Some(at) => entries.recv_timeout(
+                            LINGER.saturating_sub(std::time::Instant::now().duration_since(at)),
+                        ),
+                    };
+                    let done = match next {
+                        Ok(entry) => {
+                            if serde_json::to_writer(&mut batch, &*entry).is_ok() {
+                                batch.push(b'\n');
+                            }
+                            first_at.get_or_insert_with(std::time::Instant::now);
+                            false
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => false,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => true,
+                    };
+                    let lingered = first_at.is_some_and(|at| at.elapsed() >= LINGER);
+                    if batch.len() >= BATCH || lingered || (done && !batch.is_empty()) {
+                        let _ = out.write_all(&batch);
+                        let _ = out.flush();
+                        batch.clear();
+                        first_at = None;
                     }
-                    let _ = buffered.flush();
+                    if done {
+                        return;
+                    }
                 }
             })?;
         Ok(Self {
@@ -164,14 +235,10 @@ impl AccessLog {
         })
     }
 
-    /// Queues `entry`'s line; drops and counts it when the queue is full.
-    pub fn write(&self, entry: &Entry) {
-        let Ok(mut line) = serde_json::to_string(entry) else {
-            return;
-        };
-        line.push('\n');
+    /// Queues `entry`; drops and counts it when the queue is full.
+    pub fn write(&self, entry: Box<Entry>) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.queue.try_send(line)
+            self.queue.try_send(entry)
         {
             self.dropped.inc();
         }
@@ -222,14 +289,15 @@ mod tests {
             dropped.clone(),
         )
         .unwrap();
-        let entry = Entry {
-            client_id: "web.east".to_owned(),
-            status: 200,
-            ..Entry::default()
-        };
+        let mut entry = Entry::new(
+            std::sync::Arc::from("web.east"),
+            "127.0.0.1:1".parse().unwrap(),
+            http::Method::GET,
+        );
+        entry.status = 200;
         // Far more lines than the queue holds, faster than a file takes them.
         for _ in 0..20_000 {
-            log.write(&entry);
+            log.write(Box::new(entry.clone()));
         }
         assert!(dropped.get() > 0, "a full queue drops");
         drop(log);

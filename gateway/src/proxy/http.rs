@@ -264,10 +264,10 @@ impl Session {
             start,
         );
         let log = entry.map(|mut entry| {
-            entry.target = authority.0.to_string();
+            entry.target = authority.0.clone();
             entry.status = response.status().as_u16();
             if let Some(endpoint) = &served.endpoint {
-                entry.endpoint = endpoint.address().addr.to_string();
+                entry.endpoint = Some(endpoint.address().addr);
                 entry.upstream_tls = endpoint.address().identity.is_some();
             }
             if let Some((reason, blame)) = failure {
@@ -309,32 +309,31 @@ impl Session {
         &self,
         log: &crate::access_log::AccessLog,
         req: &Request<Incoming>,
-    ) -> crate::access_log::Entry {
+    ) -> Box<crate::access_log::Entry> {
         use crate::access_log::UriDetail;
         let uri = req.uri();
-        crate::access_log::Entry {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            client_id: self.peer.as_str().to_owned(),
-            source: self.remote.to_string(),
-            method: req.method().as_str().to_owned(),
-            path: match log.uri {
-                UriDetail::Off => None,
-                UriDetail::Path => Some(uri.path().to_owned()),
-                UriDetail::Full => Some(
-                    uri.path_and_query()
-                        .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned()),
-                ),
-            },
-            bytes_in: req
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok()),
-            trace_id: req
-                .headers()
-                .get("traceparent")
-                .and_then(|v| crate::access_log::trace_id(v.as_bytes())),
-            ..crate::access_log::Entry::default()
-        }
+        let mut entry = Box::new(crate::access_log::Entry::new(
+            self.peer_label.0.clone(),
+            self.remote,
+            req.method().clone(),
+        ));
+        entry.path = match log.uri {
+            UriDetail::Off => None,
+            UriDetail::Path => Some(uri.path().to_owned()),
+            UriDetail::Full => Some(
+                uri.path_and_query()
+                    .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+            ),
+        };
+        entry.bytes_in = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        entry.trace_id = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| crate::access_log::trace_id(v.as_bytes()));
+        entry
     }
 
     /// Takes a token from every rate limit the caller and target match: the config's, then the
@@ -614,7 +613,7 @@ struct Served {
 
 /// An access-log line waiting for its response body to end.
 struct Logged {
-    entry: crate::access_log::Entry,
+    entry: Box<crate::access_log::Entry>,
     start: Instant,
     shared: Arc<Shared>,
 }
@@ -632,9 +631,11 @@ impl Drop for InFlight {
         if let Some(logged) = self.log.take()
             && let Some(log) = &logged.shared.access_log
         {
-            let mut entry = logged.entry;
-            entry.duration_ms = logged.start.elapsed().as_secs_f64() * 1000.0;
-            log.write(&entry);
+            let Logged {
+                mut entry, start, ..
+            } = *logged;
+            entry.duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+            log.write(entry);
         }
     }
 }
