@@ -273,6 +273,13 @@ pub async fn start(
     };
     let shared = Shared::new(config, handles, Discovery::Dns).map_err(|e| anyhow::anyhow!(e))?;
     let shared = Arc::new(shared);
+    // The policy file's splits and failover, now and at each reload.
+    let follower = Arc::downgrade(&shared);
+    policy.follow(move |p| {
+        if let Some(shared) = follower.upgrade() {
+            shared.upstream.set_traffic(p.splits(), p.failover());
+        }
+    });
     if let Some(destination) = shared.upstream.destination() {
         readiness.follow_destination(destination.reached());
         tokio::spawn(reach_destination(destination.clone()));

@@ -22,6 +22,7 @@ pub use value::Value;
 use crate::access_log::{Sink, UriDetail};
 use crate::limit::Rule;
 use crate::target::DEFAULT_SUFFIX;
+use crate::upstream::failover::Fallback;
 use crate::upstream::split::Weighted;
 use crate::upstream::{Address, Preference};
 
@@ -318,6 +319,12 @@ keys! {
     /// opaque sessions are divided by weight over the backends, each with its own endpoints.
     /// Wins over a Destination profile's `dst_overrides` for the same target.
     splits: BTreeMap<String, Vec<Weighted>> = BTreeMap::new(), flag "split";
+    /// Ordered fallbacks per target (`name:port` → other targets, or other clusters' gateways
+    /// by address and identity): while the target has no endpoint in service, its requests and
+    /// new opaque sessions go to the first fallback that has one.
+    failover: BTreeMap<String, Vec<Fallback>> = BTreeMap::new();
+    /// How long a failed-over target must serve again before its traffic goes back to it.
+    failover_hold_down: Duration = Duration::from_secs(30), check validate::positive;
     /// Per-caller rate limits: token buckets by caller identity (`*`: each caller its own), and
     /// optionally one target; a request over a limit gets 429 with `Retry-After`.
     rate_limits: Vec<Rule> = Vec::new(), flag "rate-limit";
@@ -372,6 +379,22 @@ impl std::fmt::Display for Problems {
 }
 
 impl std::error::Error for Problems {}
+
+/// Parses one target's split as the policy file gives it (the config's YAML forms).
+///
+/// # Errors
+/// What is wrong with it.
+pub fn split_from_yaml(value: serde_norway::Value) -> Result<Vec<Weighted>, String> {
+    <Vec<Weighted> as value::Value>::from_yaml(value)
+}
+
+/// Parses one target's fallbacks as the policy file gives them (the config's YAML forms).
+///
+/// # Errors
+/// What is wrong with them.
+pub fn fallbacks_from_yaml(value: serde_norway::Value) -> Result<Vec<Fallback>, String> {
+    <Vec<Fallback> as value::Value>::from_yaml(value)
+}
 
 #[cfg(test)]
 mod tests;

@@ -21,7 +21,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub use conn::{ByteMeter, ConnRecord, Metered};
-pub use control::{DestinationMetrics, GrpcLabels, MethodLabels, SplitLabels, UpdateLabels};
+pub use control::{
+    DestinationMetrics, FailoverLabels, GrpcLabels, MethodLabels, SplitLabels, UpdateLabels,
+};
 pub use credentials::{AnchorLabels, IdentityMetrics, ResultLabels};
 pub use format::{Format, to_prometheus};
 pub use labels::*;
@@ -87,6 +89,8 @@ pub struct Metrics {
     pub rate_limited: Family<RuleLabels, Counter>,
     /// `gateway_access_log_dropped_total`: access-log lines dropped on a full queue.
     pub access_log_dropped: Counter,
+    /// `gateway_failover_events_total{authority, event, backend}`: failovers and failbacks.
+    pub failover_events: Family<FailoverLabels, Counter>,
 }
 
 /// One session's metric handles for its current route (status 200), so recording a request
@@ -277,6 +281,12 @@ impl Metrics {
             "Access-log lines dropped because the writer's queue was full",
             access_log_dropped.clone(),
         );
+        let failover_events = Family::default();
+        r.register(
+            "gateway_failover_events",
+            "Failovers and failbacks of a target's traffic, by where it goes",
+            failover_events.clone(),
+        );
         let rate_limited = Family::default();
         r.register(
             "gateway_rate_limited",
@@ -290,6 +300,7 @@ impl Metrics {
             destination,
             rate_limited,
             access_log_dropped,
+            failover_events,
             clock: clock.clone(),
             registry,
             requests: Tracked::new(requests, &clock),

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! service    a target's profile: split, route timeouts (Destination)   upstream/destination/
+//! traffic    configured splits and failover (config + policy file)  upstream/{split,failover}.rs
 //! discover   static endpoints, else Destination `Get`, else DNS   upstream/discover.rs
 //! balance    P2C over peak-EWMA, ejection with backoff            upstream/balance.rs
 //! pool       HTTP/1 keep-alive pool, one HTTP/2 connection        upstream/pool.rs
@@ -22,13 +23,14 @@ mod connect;
 pub mod destination;
 pub mod discover;
 mod error;
+pub mod failover;
 mod pool;
 pub mod split;
 pub mod version;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -45,13 +47,15 @@ pub use destination::Destination;
 use destination::profile::{Profile, Profiles};
 pub use discover::Resolver;
 pub use error::{ConnectError, Error, chain};
+use failover::{Event, Failover, Fallback};
 use pool::Conn;
 pub use pool::buffer_for;
 pub use version::{Needs, Preference, Untranslatable, Wire};
 use version::{Sniff, Sniffed};
 
 use crate::metrics::{
-    AuthorityLabels, ConnectErrorLabels, Label, Metered, Metrics, SplitLabels, TcpLabels,
+    AuthorityLabels, ConnectErrorLabels, FailoverLabels, Label, Metered, Metrics, SplitLabels,
+    TcpLabels,
 };
 use crate::target::Target;
 use crate::transport_header::SessionProtocol;
@@ -71,6 +75,32 @@ pub struct Options {
     pub protocols: HashMap<String, Preference>,
     /// Configured traffic splits, by lower-case `name:port`.
     pub splits: HashMap<String, Vec<split::Weighted>>,
+    /// Configured failover fallbacks, by lower-case `name:port`.
+    pub failover: HashMap<String, Vec<Fallback>>,
+    /// How long a primary must serve again before traffic fails back to it.
+    pub failover_hold_down: Duration,
+}
+
+/// The splits and failover in effect: the config's, with the policy file's on top (replaced at
+/// each reload of the file).
+#[derive(Debug, Default)]
+struct Traffic {
+    splits: HashMap<String, Vec<split::Weighted>>,
+    failover: HashMap<String, Vec<Fallback>>,
+}
+
+/// A per-target map keyed as targets are looked up: by their `name:port` authority (lower case,
+/// no trailing dot); a key that is not a target stays as written, lower-cased.
+pub fn by_authority<'a, V: Clone + 'a>(
+    map: impl IntoIterator<Item = (&'a String, &'a V)>,
+) -> HashMap<String, V> {
+    map.into_iter()
+        .map(|(name, value)| {
+            let key = Target::parse(name, &crate::target::Suffixes::all())
+                .map_or_else(|_| name.to_ascii_lowercase(), |t| t.authority().to_string());
+            (key, value.clone())
+        })
+        .collect()
 }
 
 /// How a target is named upstream: the URI authority (HTTP/2) and `Host` (HTTP/1).
@@ -104,9 +134,18 @@ fn shape(
 /// (which may send its requests elsewhere: a split, a per-pod endpoint).
 pub struct Service {
     direct: Arc<Balancer>,
-    /// A configured split (wins over the profile's).
-    split: Option<Arc<Profile>>,
     profiles: Option<Arc<Profiles>>,
+    /// What the operator configured for it, rebuilt when that changes.
+    managed: Mutex<Managed>,
+}
+
+/// A target's configured split (which wins over the profile's) and failover, as of one version
+/// of the traffic configuration.
+#[derive(Clone, Default)]
+struct Managed {
+    version: u64,
+    split: Option<Arc<Profile>>,
+    failover: Option<Arc<Failover>>,
 }
 
 impl Service {
@@ -126,6 +165,9 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
     balancers: Mutex<HashMap<Arc<str>, Arc<Balancer>>>,
     services: Mutex<HashMap<Arc<str>, Arc<Service>>>,
+    /// Splits and failover in effect, and a version bumped at each change (from 1).
+    traffic: RwLock<Arc<Traffic>>,
+    traffic_version: AtomicU64,
     seed: AtomicU64,
 }
 
@@ -138,6 +180,10 @@ impl Upstream {
         tls: watch::Receiver<Arc<ClientTls>>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let traffic = Traffic {
+            splits: options.splits.clone(),
+            failover: options.failover.clone(),
+        };
         Self {
             resolver,
             destination,
@@ -146,8 +192,32 @@ impl Upstream {
             metrics,
             balancers: Mutex::new(HashMap::new()),
             services: Mutex::new(HashMap::new()),
+            traffic: RwLock::new(Arc::new(traffic)),
+            traffic_version: AtomicU64::new(1),
             seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
         }
+    }
+
+    /// Puts `splits` and `failover` (the policy file's, by lower-case `name:port`) on top of the
+    /// config's, for new requests and sessions. Failover starts again from each target's
+    /// primary.
+    pub fn set_traffic(
+        &self,
+        splits: &HashMap<String, Vec<split::Weighted>>,
+        failover: &HashMap<String, Vec<Fallback>>,
+    ) {
+        let mut traffic = Traffic {
+            splits: self.options.splits.clone(),
+            failover: self.options.failover.clone(),
+        };
+        traffic
+            .splits
+            .extend(splits.iter().map(|(k, v)| (k.clone(), v.clone())));
+        traffic
+            .failover
+            .extend(failover.iter().map(|(k, v)| (k.clone(), v.clone())));
+        *self.traffic.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(traffic);
+        self.traffic_version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The Destination client, when one is configured.
@@ -172,27 +242,12 @@ impl Upstream {
         {
             return service.clone();
         }
-        let split = self.options.splits.get(&**target.authority()).map(|split| {
-            let profile = Profile::of_split(split);
-            for b in &profile.backends {
-                self.metrics
-                    .destination
-                    .splits
-                    .get_or_create(&SplitLabels {
-                        authority: Label(target.authority().clone()),
-                        backend: Label(b.target.authority().clone()),
-                    })
-                    .set(i64::from(b.weight));
-            }
-            Arc::new(profile)
-        });
         let service = Arc::new(Service {
             direct: self.balancer(target),
             profiles: self
                 .discovered_by(target)
-                .filter(|_| split.is_none())
                 .map(|_| Arc::new(Profiles::new(target.clone()))),
-            split,
+            managed: Mutex::new(Managed::default()),
         });
         self.services
             .lock()
@@ -203,16 +258,237 @@ impl Upstream {
     }
 
     /// Where a request to `service` goes (`route`: its method and path, for the profile's
-    /// route timeouts; `None` for opaque sessions): the balancer, and the route's timeout.
+    /// route timeouts; `None` for opaque sessions): the balancer, and the route's timeout. With
+    /// failover configured, a fallback while the primary does not serve (never a gateway that
+    /// `came_through` says the request passed).
     ///
     /// # Errors
-    /// The profile is refused (404) or did not come in time (503).
+    /// The profile is refused (404) or did not come in time (503), and no fallback serves.
     pub async fn select(
         &self,
         service: &Service,
         route: Option<(&http::Method, &str)>,
+        came_through: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<(Arc<Balancer>, Option<Duration>), ConnectError> {
-        let profile = match (&service.split, &service.profiles, &self.destination) {
+        let managed = self.managed(service);
+        let primary = self.primary(service, managed.split.as_ref(), route).await;
+        let Some(failover) = managed.failover else {
+            return primary;
+        };
+        self.fail_over(service, &failover, primary, came_through)
+            .await
+    }
+
+    /// The service's configured split and failover, rebuilt after a change.
+    fn managed(&self, service: &Service) -> Managed {
+        let version = self.traffic_version.load(Ordering::Acquire);
+        let mut managed = service
+            .managed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if managed.version == version {
+            return managed.clone();
+        }
+        let traffic = self
+            .traffic
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let target = service.target();
+        let authority = Label(target.authority().clone());
+        if let Some(old) = &managed.split {
+            for b in &old.backends {
+                self.metrics.destination.splits.remove(&SplitLabels {
+                    authority: authority.clone(),
+                    backend: Label(b.target.authority().clone()),
+                });
+            }
+        }
+        let split = traffic.splits.get(&**target.authority()).map(|split| {
+            let profile = Profile::of_split(split);
+            for b in &profile.backends {
+                self.metrics
+                    .destination
+                    .splits
+                    .get_or_create(&SplitLabels {
+                        authority: authority.clone(),
+                        backend: Label(b.target.authority().clone()),
+                    })
+                    .set(i64::from(b.weight));
+            }
+            Arc::new(profile)
+        });
+        let failover = traffic
+            .failover
+            .get(&**target.authority())
+            .map(|fallbacks| {
+                let fallbacks = fallbacks
+                    .iter()
+                    .map(|f| (f.clone(), self.fallback_balancer(target, f)))
+                    .collect();
+                Arc::new(Failover::new(fallbacks, self.options.failover_hold_down))
+            });
+        *managed = Managed {
+            version,
+            split,
+            failover,
+        };
+        managed.clone()
+    }
+
+    /// A fallback's balancer: a local target's own, or a gateway's with its one endpoint.
+    fn fallback_balancer(&self, target: &Target, fallback: &Fallback) -> Arc<Balancer> {
+        let (addr, identity, to) = match fallback {
+            Fallback::Local(to) => return self.balancer(to),
+            Fallback::Gateway {
+                addr,
+                identity,
+                target: to,
+            } => (addr, identity, to.as_ref().unwrap_or(target)),
+        };
+        let labels = AuthorityLabels {
+            authority: Label(fallback.label().into()),
+        };
+        let balancer = Balancer::new(
+            to,
+            Preference::default(),
+            None,
+            self.metrics.endpoints.get_or_create_owned(&labels),
+            self.metrics.pool_idle.get_or_create_owned(&labels),
+        );
+        balancer.update(
+            &Arc::from([Fallback::gateway_address(*addr, identity, to)]),
+            None,
+        );
+        Arc::new(balancer)
+    }
+
+    /// Failover for one request: moves the service's active choice on what serves now, and
+    /// picks for this request the active one, or when it is a gateway the request came through
+    /// the first other fallback that serves, else the primary.
+    async fn fail_over(
+        &self,
+        service: &Service,
+        failover: &Failover,
+        primary: Result<(Arc<Balancer>, Option<Duration>), ConnectError>,
+        came_through: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<(Arc<Balancer>, Option<Duration>), ConnectError> {
+        let now = Instant::now();
+        let primary_serves = match &primary {
+            Ok((balancer, _)) => self.refresh(balancer).await.is_ok() && balancer.serving(),
+            Err(_) => false,
+        };
+        if primary_serves && failover.active() == 0 {
+            return primary;
+        }
+        if let Ok((balancer, _)) = &primary
+            && !primary_serves
+        {
+            self.probe(failover, balancer, now);
+        }
+        let mut serving = Vec::with_capacity(failover.fallbacks.len() + 1);
+        serving.push(primary_serves);
+        for (_, balancer) in &failover.fallbacks {
+            serving.push(self.refresh(balancer).await.is_ok() && balancer.serving());
+        }
+        let (event, active) = {
+            let mut state = failover
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let event = state.advance(
+                now,
+                failover.hold_down,
+                failover.fallbacks.len(),
+                &mut |i| serving[i],
+            );
+            (event, state.active())
+        };
+        if let Some(event) = event {
+            self.failover_event(service, failover, event);
+        }
+        let choice = if active == 0 || !failover.loops(active, came_through) {
+            active
+        } else {
+            (1..=failover.fallbacks.len())
+                .find(|&i| serving[i] && !failover.loops(i, came_through))
+                .unwrap_or(0)
+        };
+        match choice {
+            0 => primary,
+            i => {
+                let timeout = primary.ok().and_then(|(_, timeout)| timeout);
+                Ok((failover.fallbacks[i - 1].1.clone(), timeout))
+            }
+        }
+    }
+
+    /// Logs and counts a failover event.
+    fn failover_event(&self, service: &Service, failover: &Failover, event: Event) {
+        let target = service.target();
+        let name = |i: usize| match i {
+            0 => target.to_string(),
+            i => failover.fallbacks[i - 1].0.label(),
+        };
+        let (kind, from, to) = match event {
+            Event::Failover { from, to } => ("failover", from, to),
+            Event::Failback { from } => ("failback", from, 0),
+        };
+        let (from, to) = (name(from), name(to));
+        match kind {
+            "failover" => {
+                tracing::warn!(%target, %from, %to, "failover: the primary does not serve")
+            }
+            _ => {
+                tracing::info!(%target, %from, %to, "failback: the primary served for the hold-down")
+            }
+        }
+        self.metrics
+            .failover_events
+            .get_or_create(&FailoverLabels {
+                authority: Label(target.authority().clone()),
+                event: kind,
+                backend: Label(to.into()),
+            })
+            .inc();
+    }
+
+    /// While failed over, tries one connect to an ejected endpoint of the primary whose backoff
+    /// ran out (in the background, one at a time): nothing else would send it traffic to find
+    /// out that it is back. A success puts it back in service; a failure ejects it for longer.
+    fn probe(&self, failover: &Failover, balancer: &Arc<Balancer>, now: Instant) {
+        let Some(endpoint) = balancer.probe_candidate(now) else {
+            return;
+        };
+        if !failover.start_probe() {
+            return;
+        }
+        let tls = self.tls.borrow().clone();
+        let timeout = self.options.connect_timeout;
+        let probing = failover.probing_flag();
+        tokio::spawn(async move {
+            let dialled =
+                connect::dial(&endpoint.address, &tls, SessionProtocol::Opaque, timeout).await;
+            match dialled {
+                Ok(_) => endpoint.restore(),
+                Err(e) => {
+                    let backoff = endpoint.eject();
+                    tracing::debug!(addr = %endpoint.address.addr, error = %e, ?backoff, "failover probe failed");
+                }
+            }
+            probing.store(false, Ordering::Release);
+        });
+    }
+
+    /// The primary's choice: the configured split, else the profile's, else the target's own
+    /// balancer.
+    async fn primary(
+        &self,
+        service: &Service,
+        split: Option<&Arc<Profile>>,
+        route: Option<(&http::Method, &str)>,
+    ) -> Result<(Arc<Balancer>, Option<Duration>), ConnectError> {
+        let profile = match (split, &service.profiles, &self.destination) {
             (Some(split), _, _) => split.clone(),
             (None, Some(profiles), Some(destination)) => {
                 destination::ensure(destination, profiles);

@@ -161,7 +161,7 @@ async fn bundle_of_two_roots_accepts_callers_of_both() {
     let anchors = TrustAnchors::from_pem("bundle", bundle.as_bytes()).unwrap();
     assert_eq!(anchors.anchors().len(), 2);
     let h = Harness::start_with(old, anchors.clone(), |_| {}).await;
-    for ca in [&h.ca, &new] {
+    for ca in [&*h.ca, &new] {
         let creds = ca.leaf(CLIENT_ID).credentials(&anchors).unwrap();
         let client = h.client_with(Some(&creds), H1);
         let req = get("/")

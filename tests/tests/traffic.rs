@@ -1,14 +1,23 @@
-//! Traffic management at the gateway, black-box: configured weighted splits.
+//! Traffic management at the gateway, black-box: weighted splits (configured, and changed in the
+//! policy file without a restart), failover to a local service and to another cluster's gateway
+//! (with loop protection), per-caller rate limits, the access log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use gateway::cli::demo::Backend;
+use gateway::cli::client::Http2Sender;
+use gateway::cli::demo::controller::{Endpoints, weighted};
+use gateway::cli::demo::{Backend, Controller};
 use gateway::upstream::split::Weighted;
-use support::{CLIENT_ID, H2, Harness, collect, routed_get};
+use identity::testing::TestCa;
+use support::{CLIENT_ID, GATEWAY_ID, H2, Harness, SOON, collect, eventually, routed_get};
 
 const WEB: &str = "podinfo.test.svc.cluster.local:9898";
 const V1: &str = "podinfo-v1.test.svc.cluster.local:9898";
@@ -214,4 +223,263 @@ async fn the_access_log_has_a_json_line_per_request_with_every_field() {
     assert_eq!(second["blame"], "downstream");
     assert_eq!(h.metric("gateway_access_log_dropped_total").await, 0);
     let _ = std::fs::remove_file(&path);
+}
+
+/// A target the Destination API covers (no static endpoints).
+const DISCOVERED: &str = "web.test.svc.cluster.local:80";
+const BACKUP: &str = "podinfo-backup.test.svc.cluster.local:9898";
+const WEST_ID: &str =
+    "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.west.cluster.local";
+
+/// `GET /` to `target` on `send`: the status and which backend answered (its name).
+async fn get(send: &mut Http2Sender, target: &str) -> (u16, String) {
+    send.ready().await.unwrap();
+    let answer = collect(send.send_request(routed_get(target)).await.unwrap()).await;
+    let body = String::from_utf8_lossy(&answer.body).into_owned();
+    (
+        answer.status.as_u16(),
+        body.split(':').next().unwrap_or_default().to_owned(),
+    )
+}
+
+/// A policy file in a directory of its own.
+fn policy_file(tag: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshgate-traffic-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Replaces the file atomically (write + rename), as a ConfigMap update does.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A loopback address nothing listens on (connects are refused).
+fn dead_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_in_the_policy_file_changes_without_a_restart() {
+    let (v1, v2) = (
+        Backend::start("v1").await.unwrap(),
+        Backend::start("v2").await.unwrap(),
+    );
+    let split = |to: &str| format!("splits:\n  {WEB}:\n    - {{to: {to}, weight: 1}}\n");
+    let path = policy_file("split", &split(V1));
+    let file = path.clone();
+    let h = Harness::start(move |c| {
+        c.endpoints.insert(V1.to_owned(), vec![v1.addr.into()]);
+        c.endpoints.insert(V2.to_owned(), vec![v2.addr.into()]);
+        // The config's split is replaced by the file's for the same target.
+        c.splits
+            .insert(WEB.to_owned(), vec![format!("{V2}*1").parse().unwrap()]);
+        c.policy = Some(file);
+        c.credentials_poll_interval = Duration::from_millis(10);
+    })
+    .await;
+    let mut send = h.client(CLIENT_ID, H2).http2().await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(get(&mut send, WEB).await, (200, "v1".to_owned()));
+    }
+    replace(&path, &split(V2));
+    let moved = eventually(SOON, || {
+        let mut send = send.clone();
+        async move { get(&mut send, WEB).await == (200, "v2".to_owned()) }
+    })
+    .await;
+    assert!(moved, "the new split is in use without a restart");
+    // The same connection: every request after the change goes by the new split.
+    for _ in 0..20 {
+        assert_eq!(get(&mut send, WEB).await, (200, "v2".to_owned()));
+    }
+    let weight = |backend: &str| {
+        format!("outbound_profile_backend_weight{{authority=\"{WEB}\",backend=\"{backend}\"}}")
+    };
+    assert_eq!(h.metric(&weight(V2)).await, 1);
+    let (_, metrics) = h.admin_get("/metrics").await;
+    assert!(
+        !metrics.contains(&weight(V1)),
+        "the old split's weights are gone:\n{metrics}"
+    );
+    // A broken file is refused and the split in use stays.
+    replace(
+        &path,
+        &format!("splits:\n  {WEB}:\n    - {{to: nowhere, weight: 1}}\n"),
+    );
+    assert!(
+        eventually(SOON, || async {
+            h.metric_or_zero("gateway_policy_reloads_total{result=\"error\"}")
+                .await
+                >= 1
+        })
+        .await
+    );
+    assert_eq!(get(&mut send, WEB).await, (200, "v2".to_owned()));
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_a_local_service_while_the_primary_has_no_endpoints_and_back_after_the_hold_down()
+ {
+    let controller = Controller::start(None).await.unwrap();
+    let (primary, backup) = (
+        Backend::start("primary").await.unwrap(),
+        Backend::start("backup").await.unwrap(),
+    );
+    controller.set_endpoints(DISCOVERED, Endpoints::Set(Vec::new()));
+    controller.set_endpoints(BACKUP, Endpoints::Set(vec![weighted(backup.addr, 1)]));
+    let addr = controller.addr.to_string();
+    let h = Harness::start(move |c| {
+        c.destination_svc_addr = Some(addr);
+        c.failover
+            .insert(DISCOVERED.to_owned(), vec![BACKUP.parse().unwrap()]);
+        c.failover_hold_down = Duration::from_millis(500);
+    })
+    .await;
+    let mut send = h.client(CLIENT_ID, H2).http2().await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(get(&mut send, DISCOVERED).await, (200, "backup".to_owned()));
+    }
+    let event = |event: &str, backend: &str| {
+        format!(
+            "gateway_failover_events_total{{authority=\"{DISCOVERED}\",event=\"{event}\",backend=\"{backend}\"}}"
+        )
+    };
+    assert_eq!(h.metric(&event("failover", BACKUP)).await, 1);
+
+    // The primary gets an endpoint: it must serve for the whole hold-down before traffic goes
+    // back, and the hold-down starts when the gateway first sees it serve, so the next request
+    // still goes to the backup.
+    controller.set_endpoints(DISCOVERED, Endpoints::Set(vec![weighted(primary.addr, 1)]));
+    assert_eq!(get(&mut send, DISCOVERED).await, (200, "backup".to_owned()));
+    let back = eventually(SOON, || {
+        let mut send = send.clone();
+        async move { get(&mut send, DISCOVERED).await == (200, "primary".to_owned()) }
+    })
+    .await;
+    assert!(back, "traffic fails back after the hold-down");
+    for _ in 0..20 {
+        assert_eq!(
+            get(&mut send, DISCOVERED).await,
+            (200, "primary".to_owned())
+        );
+    }
+    assert_eq!(h.metric(&event("failback", DISCOVERED)).await, 1);
+    assert_eq!(h.metric(&event("failover", BACKUP)).await, 1, "no flapping");
+}
+
+/// A gateway named `identity` of `ca` serving `WEB` from `endpoint`, failing over to `fallback`.
+async fn cluster_gateway(
+    identity: &'static str,
+    ca: &Arc<TestCa>,
+    endpoint: SocketAddr,
+    fallback: Option<String>,
+) -> Harness {
+    Harness::start_as(identity, ca.clone(), ca.anchors(), move |c| {
+        c.endpoints.insert(WEB.to_owned(), vec![endpoint.into()]);
+        if let Some(fallback) = fallback {
+            c.failover
+                .insert(WEB.to_owned(), vec![fallback.parse().unwrap()]);
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_another_clusters_gateway_over_mtls_and_a_transport_header() {
+    let ca = Arc::new(TestCa::new("test.mesh"));
+    let backend = Backend::start("west").await.unwrap();
+    let west = cluster_gateway(WEST_ID, &ca, backend.addr, None).await;
+    let to_west = format!("gateway={};identity={WEST_ID}", west.gateway.data_addr);
+    let east = cluster_gateway(GATEWAY_ID, &ca, dead_addr(), Some(to_west)).await;
+    let mut send = east.client(CLIENT_ID, H2).http2().await.unwrap();
+    // The first request learns that the primary's only endpoint refuses connections.
+    let over = eventually(SOON, || {
+        let mut send = send.clone();
+        async move { get(&mut send, WEB).await == (200, "west".to_owned()) }
+    })
+    .await;
+    assert!(over, "requests go to the west gateway");
+    for _ in 0..20 {
+        assert_eq!(get(&mut send, WEB).await, (200, "west".to_owned()));
+    }
+    let gateway = format!("gateway:{}", west.gateway.data_addr);
+    let event = format!(
+        "gateway_failover_events_total{{authority=\"{WEB}\",event=\"failover\",backend=\"{gateway}\"}}"
+    );
+    assert_eq!(east.metric(&event).await, 1);
+    // West saw east's gateway as the caller, over a transport-header session naming the target.
+    let (_, metrics) = west.admin_get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("inbound_http_authz_allow_total")
+                && l.contains(&format!("client_id=\"{GATEWAY_ID}\""))
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    let (name, port) = WEB.rsplit_once(':').unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("inbound_tcp_transport_header_connections_total")
+                && l.contains("session_protocol=\"http/2\"")
+                && l.contains(&format!("target_port=\"{port}\",target_name=\"{name}\""))
+                && l.contains(&format!("client_id=\"{GATEWAY_ID}\""))
+                && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_failing_over_to_each_other_never_pass_a_request_back() {
+    let ca = Arc::new(TestCa::new("test.mesh"));
+    // West first, failing over to an east address reserved now.
+    let east_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let east_addr = east_listener.local_addr().unwrap();
+    drop(east_listener);
+    let to_east = format!("gateway={east_addr};identity={GATEWAY_ID}");
+    let west = cluster_gateway(WEST_ID, &ca, dead_addr(), Some(to_east)).await;
+    let to_west = format!("gateway={};identity={WEST_ID}", west.gateway.data_addr);
+    let east = Harness::start_as(GATEWAY_ID, ca.clone(), ca.anchors(), move |c| {
+        c.listen = east_addr;
+        c.endpoints.insert(WEB.to_owned(), vec![dead_addr().into()]);
+        c.failover
+            .insert(WEB.to_owned(), vec![to_west.parse().unwrap()]);
+    })
+    .await;
+    let mut send = east.client(CLIENT_ID, H2).http2().await.unwrap();
+    // Bounded: each request fails (both primaries are dead) and none comes back around.
+    for _ in 0..30 {
+        let (status, _) = get(&mut send, WEB).await;
+        assert!(
+            (502..=504).contains(&status),
+            "a request both sides fail over ends in a 5xx, not a loop: {status}"
+        );
+    }
+    // East failed over to west; west never sent east's requests back to east.
+    let (_, east_metrics) = east.admin_get("/metrics").await;
+    assert!(
+        !east_metrics
+            .lines()
+            .any(|l| l.starts_with("inbound_http_authz_allow_total")
+                && l.contains(&format!("client_id=\"{WEST_ID}\""))
+                && !l.ends_with(" 0")),
+        "west passed a request back to east:\n{east_metrics}"
+    );
+    let (_, west_metrics) = west.admin_get("/metrics").await;
+    assert!(
+        west_metrics
+            .lines()
+            .any(|l| l.starts_with("inbound_http_authz_allow_total")
+                && l.contains(&format!("client_id=\"{GATEWAY_ID}\""))
+                && !l.ends_with(" 0")),
+        "east failed over to west:\n{west_metrics}"
+    );
 }

@@ -384,3 +384,43 @@ fn splits_are_maps_of_weighted_backends_in_yaml_flags_and_env() {
         assert!(e.contains(says), "{yaml}: {e}");
     }
 }
+
+#[test]
+fn failover_is_a_map_of_fallback_lists_in_yaml_and_env() {
+    let yaml = "failover:\n  podinfo.test.svc.cluster.local:9898:\n    - podinfo-backup.test.svc.cluster.local:9898\n    - gateway: 198.51.100.7:4143\n      identity: linkerd-gateway.linkerd-multicluster.serviceaccount.identity.west.cluster.local\n    - to: podinfo-v1.test.svc.cluster.local:9898\nfailover_hold_down: 1m\n";
+    let c = from_yaml("failover", yaml).unwrap();
+    let list = &c.failover["podinfo.test.svc.cluster.local:9898"];
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[1].label(), "gateway:198.51.100.7:4143");
+    assert_eq!(c.failover_hold_down, std::time::Duration::from_secs(60));
+    let again = from_yaml("failover-again", &c.to_yaml()).unwrap();
+    assert_eq!(again.failover, c.failover);
+    let e = env(&[(
+        "MESHGATE_FAILOVER",
+        "web.ns.svc.cluster.local:80=b.ns.svc.cluster.local:80+gateway=10.0.0.7:4143;identity=gw.west.example;target=web.ns.svc.cluster.local:80",
+    )]);
+    let c = Config::load(None, &e, &creds()).unwrap();
+    assert_eq!(c.failover["web.ns.svc.cluster.local:80"].len(), 2);
+    for (yaml, says) in [
+        (
+            "failover:\n  web.ns.svc.cluster.local:80:\n    - web.ns.svc.cluster.local:80\n",
+            "falls over to itself",
+        ),
+        (
+            "failover:\n  web.ns.svc.cluster.local:80:\n    - gateway: 10.0.0.7:4143\n",
+            "needs identity",
+        ),
+        (
+            "failover:\n  web.ns.svc.cluster.local:80:\n    - {to: a.ns.svc.cluster.local:80, gateway: 10.0.0.7:4143}\n",
+            "either {to}",
+        ),
+        (
+            "failover:\n  web.elsewhere.example:80:\n    - a.ns.svc.cluster.local:80\n",
+            "not a usable target",
+        ),
+        ("failover_hold_down: 0s\n", "failover_hold_down"),
+    ] {
+        let e = from_yaml("failover-bad", yaml).unwrap_err();
+        assert!(e.contains(says), "{yaml}: {e}");
+    }
+}

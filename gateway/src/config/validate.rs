@@ -116,6 +116,16 @@ impl Config {
                 problems.push(format!("splits: {name:?} is not a usable target"));
             }
         }
+        for (name, fallbacks) in &self.failover {
+            if let Some(suffixes) = &suffixes
+                && Target::parse(name, suffixes).is_err()
+            {
+                problems.push(format!("failover: {name:?} is not a usable target"));
+            }
+            if let Err(e) = crate::upstream::failover::check(Some(name), fallbacks) {
+                problems.push(format!("failover: {name:?}: {e}"));
+            }
+        }
         for name in self.upstream_protocol.keys() {
             if let Some(suffixes) = &suffixes
                 && Target::parse(name, suffixes).is_err()

@@ -11,6 +11,7 @@ use serde_norway::{Mapping, Value as Yaml};
 use super::LogFormat;
 use crate::access_log::{Sink, UriDetail};
 use crate::limit::Rule;
+use crate::upstream::failover::{self, Fallback};
 use crate::upstream::split::{self, Weighted};
 use crate::upstream::{Address, Preference};
 
@@ -430,6 +431,104 @@ impl Value for Vec<Weighted> {
                         Yaml::String("weight".to_owned()),
                         Yaml::Number(b.weight.into()),
                     );
+                    Yaml::Mapping(map)
+                })
+                .collect(),
+        )
+    }
+}
+
+impl PerTarget for Vec<Fallback> {
+    const PAIRS: &'static str = "NAME:PORT=FALLBACK+FALLBACK pairs, a fallback being NAME:PORT or \
+        gateway=IP:PORT;identity=NAME[;target=NAME:PORT] (in YAML, a map of NAME:PORT to a list \
+        of those or of {to: NAME:PORT} / {gateway, identity, target} maps)";
+}
+
+/// A target's ordered fallbacks.
+impl Value for Vec<Fallback> {
+    const FORM: &'static str = "FALLBACK+FALLBACK";
+    fn from_text(text: &str) -> Result<Self, String> {
+        let list = text
+            .split('+')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<Fallback>, String>>()?;
+        failover::check(None, &list)?;
+        Ok(list)
+    }
+    fn from_yaml(value: Yaml) -> Result<Self, String> {
+        let Yaml::Sequence(items) = value else {
+            return Err(format!("got {}", show(&value)));
+        };
+        let list = items
+            .into_iter()
+            .map(|item| match item {
+                Yaml::String(text) => text.parse(),
+                Yaml::Mapping(map) => {
+                    let mut fields = Vec::new();
+                    for (key, value) in map {
+                        match (key.as_str(), value) {
+                            (
+                                Some(key @ ("to" | "gateway" | "identity" | "target")),
+                                Yaml::String(v),
+                            ) => {
+                                fields.push((key.to_owned(), v));
+                            }
+                            (key, value) => {
+                                return Err(format!(
+                                    "{key:?}: got {} (to, or gateway, identity, target)",
+                                    show(&value)
+                                ));
+                            }
+                        }
+                    }
+                    match fields.as_slice() {
+                        [(key, to)] if key == "to" => to.parse(),
+                        _ if fields.iter().any(|(k, _)| k == "to") => {
+                            Err("a fallback is either {to} or {gateway, identity, target}"
+                                .to_owned())
+                        }
+                        _ => {
+                            // `gateway` first, as the text form has it.
+                            fields.sort_by_key(|(k, _)| k != "gateway");
+                            fields
+                                .iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect::<Vec<_>>()
+                                .join(";")
+                                .parse()
+                        }
+                    }
+                }
+                other => Err(format!("got {}", show(&other))),
+            })
+            .collect::<Result<Vec<Fallback>, String>>()?;
+        failover::check(None, &list)?;
+        Ok(list)
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::Sequence(
+            self.iter()
+                .map(|f| {
+                    let mut map = Mapping::new();
+                    let mut put = |k: &str, v: String| {
+                        map.insert(Yaml::String(k.to_owned()), Yaml::String(v));
+                    };
+                    match f {
+                        Fallback::Local(to) => put("to", to.to_string()),
+                        Fallback::Gateway {
+                            addr,
+                            identity,
+                            target,
+                        } => {
+                            put("gateway", addr.to_string());
+                            put("identity", identity.as_str().to_owned());
+                            if let Some(target) = target {
+                                put("target", target.to_string());
+                            }
+                        }
+                    }
                     Yaml::Mapping(map)
                 })
                 .collect(),

@@ -19,13 +19,21 @@
 //! rate_limits:               # CLIENT[@NAME:PORT]=RATE[/BURST], added to the config's
 //!   - "*.east.serviceaccount.identity.linkerd.cluster.local=100/200"   # not a pattern: one identity
 //!   - "*=50"                 # every caller, each its own bucket of 50 requests per second
+//! splits:                    # as the config's; a target here replaces the config's split
+//!   podinfo.test.svc.cluster.local:9898:
+//!     - {to: podinfo-v1.test.svc.cluster.local:9898, weight: 90}
+//!     - {to: podinfo-v2.test.svc.cluster.local:9898, weight: 10}
+//! failover:                  # as the config's; a target here replaces the config's fallbacks
+//!   podinfo.test.svc.cluster.local:9898:
+//!     - podinfo-backup.test.svc.cluster.local:9898
+//!     - {gateway: "198.51.100.7:4143", identity: linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local}
 //! ```
 //!
 //! The file is watched like the credential files: a changed file that parses replaces the
 //! policy for new requests and connections; one that does not is refused with an error log and
 //! a metric, and the policy in use stays.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -39,6 +47,9 @@ use tokio::time::Instant;
 use crate::limit::RateLimits;
 use crate::metrics::{Label, Metrics};
 use crate::target::Target;
+use crate::upstream::by_authority;
+use crate::upstream::failover::Fallback;
+use crate::upstream::split::Weighted;
 
 /// What the policy decides for one caller and target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +76,10 @@ pub struct Policy {
     default_name: Label,
     /// The file's rate limits (their buckets start full at each reload).
     rate_limits: Arc<RateLimits>,
+    /// The file's splits, by target authority (on top of the config's).
+    splits: HashMap<String, Vec<Weighted>>,
+    /// The file's failover, by target authority (on top of the config's).
+    failover: HashMap<String, Vec<Fallback>>,
 }
 
 impl Default for Policy {
@@ -76,6 +91,8 @@ impl Default for Policy {
             rules: Vec::new(),
             default_name: Label::from("all-authenticated"),
             rate_limits: Arc::new(RateLimits::new(&[])),
+            splits: HashMap::new(),
+            failover: HashMap::new(),
         }
     }
 }
@@ -116,6 +133,10 @@ struct PolicyFile {
     rules: Vec<RuleFile>,
     #[serde(default)]
     rate_limits: Vec<String>,
+    #[serde(default)]
+    splits: BTreeMap<String, serde_norway::Value>,
+    #[serde(default)]
+    failover: BTreeMap<String, serde_norway::Value>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +147,16 @@ struct RuleFile {
     clients: Vec<String>,
     #[serde(default)]
     targets: Vec<TargetPattern>,
+}
+
+/// Checks that a `splits` or `failover` key is a `name:port` target.
+fn target_key(name: &str) -> Result<(), String> {
+    if name.rsplit_once(':').is_none() {
+        return Err("must be name:port".to_owned());
+    }
+    Target::parse(name, &crate::target::Suffixes::all())
+        .map(|_| ())
+        .map_err(|e| format!("not a usable target: {e}"))
 }
 
 impl ClientPattern {
@@ -256,6 +287,28 @@ impl Policy {
                 Err(e) => problems.push(format!("{what}: rate limit {}: {e}", i + 1)),
             }
         }
+        let mut splits = BTreeMap::new();
+        for (name, value) in file.splits {
+            let parsed = target_key(&name)
+                .and_then(|_| crate::config::split_from_yaml(value))
+                .map(|split| splits.insert(name.clone(), split));
+            if let Err(e) = parsed {
+                problems.push(format!("{what}: splits: {name:?}: {e}"));
+            }
+        }
+        let mut failover = BTreeMap::new();
+        for (name, value) in file.failover {
+            let parsed = target_key(&name)
+                .and_then(|_| crate::config::fallbacks_from_yaml(value))
+                .and_then(|list| {
+                    crate::upstream::failover::check(Some(&name), &list)?;
+                    failover.insert(name.clone(), list);
+                    Ok(())
+                });
+            if let Err(e) = parsed {
+                problems.push(format!("{what}: failover: {name:?}: {e}"));
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -264,6 +317,8 @@ impl Policy {
             audit,
             rules,
             rate_limits: Arc::new(RateLimits::new(&limits)),
+            splits: by_authority(&splits),
+            failover: by_authority(&failover),
             default_name: Label::from(if deny_by_default {
                 "deny"
             } else {
@@ -296,6 +351,16 @@ impl Policy {
     /// The file's rate limits.
     pub fn rate_limits(&self) -> &Arc<RateLimits> {
         &self.rate_limits
+    }
+
+    /// The file's splits, by target authority.
+    pub fn splits(&self) -> &HashMap<String, Vec<Weighted>> {
+        &self.splits
+    }
+
+    /// The file's failover, by target authority.
+    pub fn failover(&self) -> &HashMap<String, Vec<Fallback>> {
+        &self.failover
     }
 
     /// The policy's default (`all-authenticated` or `deny`): the `srv_name` metric label.
@@ -344,6 +409,17 @@ pub struct Current {
     version: AtomicU64,
     /// When each caller × target denial was last logged.
     denials: Mutex<HashMap<CallerTarget, Instant>>,
+    /// Told of each policy put in use ([`Current::follow`]).
+    follower: std::sync::OnceLock<Follower>,
+}
+
+/// What [`Current::follow`] registered.
+struct Follower(Box<dyn Fn(&Policy) + Send + Sync>);
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Follower")
+    }
 }
 
 /// A caller identity and a target authority.
@@ -418,9 +494,20 @@ impl Current {
         true
     }
 
+    /// Has `apply` told of the policy in use now and of each one that replaces it (the parts
+    /// applied elsewhere: splits and failover). Only the first call registers.
+    pub fn follow(&self, apply: impl Fn(&Policy) + Send + Sync + 'static) {
+        apply(&self.snapshot());
+        let _ = self.follower.set(Follower(Box::new(apply)));
+    }
+
     fn set(&self, policy: Policy) {
-        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(policy);
+        let policy = Arc::new(policy);
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = policy.clone();
         self.version.fetch_add(1, Ordering::AcqRel);
+        if let Some(follower) = self.follower.get() {
+            (follower.0)(&policy);
+        }
     }
 }
 

@@ -61,6 +61,17 @@ pub struct SplitLabels {
     pub backend: Label,
 }
 
+/// One failover event.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FailoverLabels {
+    /// The target (`name:port`).
+    pub authority: Label,
+    /// `failover` or `failback`.
+    pub event: &'static str,
+    /// Where its traffic goes now: the target, a fallback target, or `gateway:<addr>`.
+    pub backend: Label,
+}
+
 impl DestinationMetrics {
     /// Registers the families in `r`.
     pub fn register(&self, r: &mut Registry) {

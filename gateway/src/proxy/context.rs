@@ -143,11 +143,9 @@ impl Shared {
                     .iter()
                     .map(|(name, p)| (name.to_ascii_lowercase(), *p))
                     .collect(),
-                splits: config
-                    .splits
-                    .iter()
-                    .map(|(name, split)| (name.to_ascii_lowercase(), split.clone()))
-                    .collect(),
+                splits: upstream::by_authority(&config.splits),
+                failover: upstream::by_authority(&config.failover),
+                failover_hold_down: config.failover_hold_down,
             },
             handles.upstream_tls,
             handles.metrics.clone(),

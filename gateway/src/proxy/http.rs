@@ -479,8 +479,18 @@ impl Session {
         let needs = Needs::of(req.version(), req.headers(), upgrade.is_some(), grpc);
         let upstream = &self.shared.upstream;
         let path = req.uri().path();
+        // Never fail over back to a gateway the request came through: the caller, or one
+        // named in its `Forwarded` headers.
+        let forwarded = req.headers();
+        let came_through = |gateway: &str| {
+            gateway.eq_ignore_ascii_case(self.peer.as_str())
+                || forwarded
+                    .get_all(FORWARDED)
+                    .iter()
+                    .any(|value| forwarded::names_by(value.as_bytes(), gateway))
+        };
         let (balancer, route_timeout) = upstream
-            .select(&route.service, Some((req.method(), path)))
+            .select(&route.service, Some((req.method(), path)), &came_through)
             .await?;
         let sent = upstream.send(&balancer, req, needs, &route.names, &mut served.endpoint);
         // A profile route's timeout wins over the configured one.
@@ -530,7 +540,8 @@ impl Session {
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, Error> {
         let upstream = &self.shared.upstream;
-        let (balancer, _) = upstream.select(&route.service, None).await?;
+        let came_through = |gateway: &str| gateway.eq_ignore_ascii_case(self.peer.as_str());
+        let (balancer, _) = upstream.select(&route.service, None, &came_through).await?;
         let tcp = upstream.connect(&balancer).await?;
         let downstream = hyper::upgrade::on(&mut req);
         let label = route.label.clone();

@@ -238,6 +238,25 @@ impl Balancer {
             .set(i64::try_from(state.endpoints.len()).unwrap_or(i64::MAX));
     }
 
+    /// Whether it can serve: it has endpoints and one of them is in service (never failed a
+    /// connect, or connected since). Ejected endpoints whose backoff ran out are still tried by
+    /// P2C, but do not count here until a connect succeeds.
+    pub(super) fn serving(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        matches!(state.answer, Answer::Ready | Answer::Pending(_))
+            && state.endpoints.iter().any(|e| e.in_service())
+    }
+
+    /// An endpoint out of service whose ejection backoff ran out by `now`: one to probe.
+    pub(super) fn probe_candidate(&self, now: Instant) -> Option<Arc<Endpoint>> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state
+            .endpoints
+            .iter()
+            .find(|e| !e.in_service() && !e.is_ejected(now))
+            .cloned()
+    }
+
     /// The endpoint for a new request, or `NoEndpoints`.
     pub(super) fn first(&self, random: u64) -> Result<Arc<Endpoint>, ConnectError> {
         self.pick(random, None).ok_or_else(|| {
@@ -375,6 +394,15 @@ impl Endpoint {
             .unwrap_or_else(PoisonError::into_inner)
             .until
             .is_some_and(|until| now < until)
+    }
+
+    /// Whether it never failed a connect, or connected since.
+    fn in_service(&self) -> bool {
+        self.ejection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .until
+            .is_none()
     }
 
     /// Skips the endpoint for a doubling backoff; returns it.

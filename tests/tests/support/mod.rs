@@ -32,7 +32,9 @@ pub const SERVICE: &str = "podinfo.test.svc.cluster.local:9898";
 
 /// A running gateway with one backend behind `SERVICE`.
 pub struct Harness {
-    pub ca: TestCa,
+    /// The gateway's identity.
+    pub identity: &'static str,
+    pub ca: std::sync::Arc<TestCa>,
     pub anchors: TrustAnchors,
     pub gateway: Bound,
     pub backend: Backend,
@@ -52,6 +54,17 @@ impl Harness {
         anchors: TrustAnchors,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::start_as(GATEWAY_ID, ca, anchors, tweak).await
+    }
+
+    /// As [`Harness::start_with`], the gateway being `identity` (another cluster's gateway).
+    pub async fn start_as(
+        identity: &'static str,
+        ca: impl Into<std::sync::Arc<TestCa>>,
+        anchors: TrustAnchors,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let ca = ca.into();
         let backend = Backend::start("podinfo").await.unwrap();
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -62,14 +75,15 @@ impl Harness {
             .endpoints
             .insert(SERVICE.to_owned(), vec![backend.addr.into()]);
         tweak(&mut config);
-        let credentials = ca.leaf(GATEWAY_ID).credentials(&anchors).unwrap();
-        let identity = LoadedIdentity {
+        let credentials = ca.leaf(identity).credentials(&anchors).unwrap();
+        let loaded = LoadedIdentity {
             anchors: anchors.clone(),
             credentials,
             reload: Reload::Static,
         };
-        let gateway = app::start(&config, identity, None).await.unwrap();
+        let gateway = app::start(&config, loaded, None).await.unwrap();
         Self {
+            identity,
             ca,
             anchors,
             gateway,
@@ -88,7 +102,7 @@ impl Harness {
         MtlsClient::new(
             creds,
             &self.anchors,
-            GATEWAY_ID,
+            self.identity,
             self.gateway.data_addr,
             alpn,
         )

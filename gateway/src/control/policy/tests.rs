@@ -272,3 +272,36 @@ async fn the_policy_file_carries_rate_limits_and_names_bad_ones() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_policy_file_carries_splits_and_failover_and_names_bad_ones() {
+    let policy = Policy::from_yaml(
+        "p",
+        "splits:\n  Web.Prod.svc.cluster.local.:8080:\n    - {to: web-v2.prod.svc.cluster.local:8080, weight: 3}\nfailover:\n  web.prod.svc.cluster.local:8080:\n    - web-backup.prod.svc.cluster.local:8080\n",
+    )
+    .unwrap();
+    // Keyed as targets are looked up.
+    let key = "web.prod.svc.cluster.local:8080";
+    assert_eq!(policy.splits()[key][0].weight, 3);
+    assert_eq!(
+        policy.failover()[key][0].label(),
+        "web-backup.prod.svc.cluster.local:8080"
+    );
+    assert!(Policy::default().splits().is_empty() && Policy::default().failover().is_empty());
+    let e = Policy::from_yaml(
+        "p",
+        "splits:\n  web:\n    - a.ns.svc.cluster.local:80\n  b.ns.svc.cluster.local:80:\n    - {to: a.ns.svc.cluster.local:80, weight: 0}\nfailover:\n  c.ns.svc.cluster.local:80:\n    - c.ns.svc.cluster.local:80\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e.iter()
+            .any(|p| p.contains("\"web\"") && p.contains("name:port")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|p| p.contains("no backend has a weight")),
+        "{e:?}"
+    );
+    assert!(e.iter().any(|p| p.contains("itself")), "{e:?}");
+}
