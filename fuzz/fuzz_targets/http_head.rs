@@ -65,6 +65,7 @@ fn world() -> &'static World {
             metrics: Arc::new(Metrics::new()),
             policy: Arc::new(policy::Current::new(Policy::default())),
             drain: drain_rx,
+            tracing: None,
         };
         let shared = Arc::new(
             Shared::new(&config, handles, Discovery::StaticOnly).expect("context"),

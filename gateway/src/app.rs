@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::proxy::context::{Discovery, Handles, Shared};
 use crate::proxy::listener;
 use crate::socket;
+use crate::telemetry::Tracing;
 use crate::upstream;
 
 /// The credentials and anchors to start with, validated, and how they are kept fresh.
@@ -195,6 +196,7 @@ pub struct Bound {
     admin: Option<std::thread::JoinHandle<()>>,
     admin_stop: watch::Sender<bool>,
     shutdown: Arc<Notify>,
+    tracing: Option<Arc<Tracing>>,
 }
 
 /// Loads identity from the files the config names, then [`start`]s.
@@ -263,7 +265,22 @@ pub async fn start(
     let (drain, drain_rx) = Drain::new(config.max_connections);
     let (admin_stop, admin_stop_rx) = watch::channel(false);
     let identity = material.credentials.identity().clone();
+    // Built before the data listener accepts: a flood of connections could otherwise take the
+    // descriptors the admin runtime needs, and leave the gateway without /ready or /metrics.
+    let admin_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("build admin runtime")?;
+    // Span exports run on the admin runtime, away from the data plane.
+    let tracing = match config.trace_options() {
+        Some(options) => Some(Arc::new(
+            Tracing::start(&options, admin_runtime.handle(), metrics.trace.clone())
+                .map_err(|e| anyhow::anyhow!(e))?,
+        )),
+        None => None,
+    };
     let handles = Handles {
+        tracing: tracing.clone(),
         identity: identity.clone(),
         tls: tls.data,
         upstream_tls: tls.upstream,
@@ -288,12 +305,6 @@ pub async fn start(
         Arc::downgrade(&shared),
         config.pool_idle_timeout,
     ));
-    // Built before the data listener accepts: a flood of connections could otherwise take the
-    // descriptors the admin runtime needs, and leave the gateway without /ready or /metrics.
-    let admin_runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("build admin runtime")?;
     tokio::spawn(listener::run(data, shared, drain.permits(), drain_rx));
 
     let shutdown = Arc::new(Notify::new());
@@ -347,6 +358,7 @@ pub async fn start(
         admin: Some(admin),
         admin_stop,
         shutdown,
+        tracing,
     })
 }
 
@@ -411,6 +423,10 @@ impl Bound {
     /// finished in time.
     pub async fn drain(mut self, delay: Duration, grace: Duration) -> bool {
         let finished = self.drain.run(&self.readiness, delay, grace).await;
+        if let Some(tracing) = self.tracing.take() {
+            // The last spans go out while the admin runtime that exports them still runs.
+            let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+        }
         let _ = self.admin_stop.send(true);
         if let Some(admin) = self.admin.take() {
             let _ = tokio::task::spawn_blocking(move || admin.join()).await;

@@ -360,6 +360,18 @@ keys! {
     access_log_uri: UriDetail = UriDetail::Path;
     /// Access-log lines queued for the writer; past it lines are dropped and counted.
     access_log_buffer: usize = 10_000, check validate::at_least_one;
+    /// An OpenTelemetry collector (`host:port`, OTLP/gRPC, plaintext): a server span per sampled
+    /// request is exported there. Tracing is off when unset (trace headers still pass through).
+    trace_collector_addr: Option<String> = None,
+        linkerd ["LINKERD2_PROXY_TRACE_COLLECTOR_SVC_ADDR"], check validate::host_port_if_set;
+    /// Share of requests without a sampled parent context that start a trace (a parent's
+    /// sampled flag is always followed): `0.01` or `1%`.
+    trace_sampling: f64 = 0.01;
+    /// The `service.name` of exported spans.
+    trace_service_name: String = "meshgate".to_owned(),
+        linkerd ["LINKERD2_PROXY_TRACE_SERVICE_NAME"];
+    /// Spans queued for export; past it spans are dropped (and counted), never traffic slowed.
+    trace_buffer: usize = 2048, check validate::at_least_one;
 }
 
 /// Values given on the command line, as `(key, text)` pairs in flag order; they win over all else.

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod socket;
 pub mod target;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport_header;

@@ -91,6 +91,8 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// `gateway_failover_events_total{authority, event, backend}`: failovers and failbacks.
     pub failover_events: Family<FailoverLabels, Counter>,
+    /// `gateway_trace_*`: spans exported and export failures.
+    pub trace: crate::telemetry::TraceMetrics,
 }
 
 /// One session's metric handles for its current route (status 200), so recording a request
@@ -281,6 +283,17 @@ impl Metrics {
             "Access-log lines dropped because the writer's queue was full",
             access_log_dropped.clone(),
         );
+        let trace = crate::telemetry::TraceMetrics::default();
+        r.register(
+            "gateway_trace_spans_exported",
+            "Spans the collector accepted",
+            trace.exported.clone(),
+        );
+        r.register(
+            "gateway_trace_export_failures",
+            "Span exports that failed (their spans are dropped)",
+            trace.failures.clone(),
+        );
         let failover_events = Family::default();
         r.register(
             "gateway_failover_events",
@@ -301,6 +314,7 @@ impl Metrics {
             rate_limited,
             access_log_dropped,
             failover_events,
+            trace,
             clock: clock.clone(),
             registry,
             requests: Tracked::new(requests, &clock),

@@ -87,6 +87,7 @@ async fn a_resumed_session_of_an_expired_certificate_is_refused() {
         metrics: Arc::new(Metrics::new()),
         policy: Arc::new(policy::Current::new(policy::Policy::default())),
         drain: drain_rx,
+        tracing: None,
     };
     let shared = Arc::new(Shared::new(&Config::default(), handles, Discovery::StaticOnly).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -164,6 +164,18 @@ impl Config {
         Suffixes::new(&self.gateway_suffixes)
     }
 
+    /// Tracing's options, when `trace_collector_addr` is set.
+    pub fn trace_options(&self) -> Option<crate::telemetry::Options> {
+        self.trace_collector_addr
+            .as_ref()
+            .map(|collector| crate::telemetry::Options {
+                collector: collector.clone(),
+                sampling: self.trace_sampling,
+                service_name: self.trace_service_name.clone(),
+                buffer: self.trace_buffer,
+            })
+    }
+
     /// The Destination client's options, when `destination_svc_addr` is set.
     ///
     /// # Errors
@@ -230,6 +242,19 @@ pub(super) fn positive(value: &Duration) -> Result<(), String> {
         return Err("must be greater than zero".to_owned());
     }
     Ok(())
+}
+
+/// An optional `host:port` (a name or an IP, a port above 0).
+pub(super) fn host_port_if_set(value: &Option<String>) -> Result<(), String> {
+    match value.as_deref().map(|v| v.rsplit_once(':')) {
+        None => Ok(()),
+        Some(Some((host, port)))
+            if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) =>
+        {
+            Ok(())
+        }
+        Some(_) => Err("must be host:port".to_owned()),
+    }
 }
 
 /// An optional duration that, when set, must not be zero.

@@ -129,6 +129,34 @@ impl Value for u32 {
     }
 }
 
+/// A share: a number from 0 to 1, or a percentage (`1%`).
+impl Value for f64 {
+    const FORM: &'static str = "a number from 0 to 1, or a percentage such as 1%";
+    fn from_text(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let value = match text.strip_suffix('%') {
+            Some(percent) => parsed::<f64>(percent)? / 100.0,
+            None => parsed(text)?,
+        };
+        if !(0.0..=1.0).contains(&value) {
+            return Err(format!(
+                "got {text:?} (not between 0 and 1, or 0% and 100%)"
+            ));
+        }
+        Ok(value)
+    }
+    fn from_yaml(value: Yaml) -> Result<Self, String> {
+        match value {
+            Yaml::Number(n) => Self::from_text(&n.to_string()),
+            Yaml::String(s) => Self::from_text(&s),
+            other => Err(format!("got {}", show(&other))),
+        }
+    }
+    fn to_yaml(&self) -> Yaml {
+        Yaml::Number((*self).into())
+    }
+}
+
 impl Value for Duration {
     const FORM: &'static str = "a duration such as 500ms, 10s, 5m or 24h";
     fn from_text(text: &str) -> Result<Self, String> {

@@ -40,6 +40,8 @@ pub struct Shared {
     pub limits: Limits,
     /// The access log, when one is configured.
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// Tracing, when a collector is configured.
+    pub tracing: Option<Arc<crate::telemetry::Tracing>>,
 }
 
 /// The running pieces a [`Shared`] is made of, beside the config.
@@ -56,6 +58,8 @@ pub struct Handles {
     pub policy: Arc<policy::Current>,
     /// The drain signal.
     pub drain: watch::Receiver<bool>,
+    /// Tracing, when a collector is configured.
+    pub tracing: Option<Arc<crate::telemetry::Tracing>>,
 }
 
 /// How names without static endpoints are found.
@@ -164,6 +168,7 @@ impl Shared {
         };
         Ok(Self {
             access_log,
+            tracing: handles.tracing,
             identity: handles.identity,
             tls: handles.tls,
             suffixes,

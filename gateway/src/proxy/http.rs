@@ -215,13 +215,24 @@ where
 }
 
 impl Session {
-    async fn handle(&self, req: Request<Incoming>) -> Response<InFlight> {
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<InFlight> {
         let start = Instant::now();
-        let entry = self
-            .shared
-            .access_log
-            .as_ref()
-            .map(|log| self.log_entry(log, &req));
+        let mut span = self.shared.tracing.as_ref().and_then(|t| {
+            t.start_span(
+                req.method(),
+                req.uri().path(),
+                req.headers(),
+                &self.peer_label.0,
+                self.remote,
+            )
+        });
+        let entry = self.shared.access_log.as_ref().map(|log| {
+            let mut entry = self.log_entry(log, &req);
+            if let Some(span) = &span {
+                entry.trace_id = Some(span.trace_id());
+            }
+            entry
+        });
         let grpc = is_grpc(req.headers());
         let http1 = req.version() != Version::HTTP_2;
         let routed = self.admit(&req).and_then(|permit| {
@@ -231,12 +242,18 @@ impl Session {
         });
         let mut served = Served::default();
         let (authority, allowed, permit, result) = match routed {
-            Ok((permit, (route, allowed))) => (
-                route.label.clone(),
-                Some(allowed),
-                Some(permit),
-                self.forward(&route, req, grpc, &mut served).await,
-            ),
+            Ok((permit, (route, allowed))) => {
+                if let (Some(span), Some(tracing)) = (&mut span, &self.shared.tracing) {
+                    span.routed(&route.label.0);
+                    span.inject(tracing, req.headers_mut());
+                }
+                (
+                    route.label.clone(),
+                    Some(allowed),
+                    Some(permit),
+                    self.forward(&route, req, grpc, &mut served).await,
+                )
+            }
             Err(e) => (Label::default(), None, None, Err(e)),
         };
         let failure = result
@@ -263,6 +280,13 @@ impl Session {
             response.status(),
             start,
         );
+        if let Some(span) = span {
+            let endpoint = served
+                .endpoint
+                .as_ref()
+                .map(|e| (e.address().addr, e.address().identity.is_some()));
+            span.end(response.status(), endpoint, failure);
+        }
         let log = entry.map(|mut entry| {
             entry.target = authority.0.clone();
             entry.status = response.status().as_u16();

@@ -148,6 +148,12 @@ fn answer(name: &str, req: Request<Incoming>) -> Response<BoxBody<Bytes, hyper::
         "l5d-dst-override",
         "l5d-orig-proto",
         "l5d-dst-canonical",
+        "traceparent",
+        "tracestate",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-sampled",
     ] {
         let values: Vec<&str> = req
             .headers()

@@ -52,6 +52,7 @@ impl World {
             metrics: Arc::new(Metrics::new()),
             policy: Arc::new(policy::Current::new(policy)),
             drain: drain_rx,
+            tracing: None,
         };
         let shared = Shared::new(&config, handles, Discovery::StaticOnly).unwrap();
         Self {
