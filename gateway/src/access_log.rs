@@ -1,4 +1,6 @@
-//! The access log: one JSON line per HTTP request, off by default, to stderr or a file.
+//! The access log: one JSON line per HTTP request and per opaque session, off by default, to
+//! stderr or a file. An opaque session's line has `"protocol": "opaque"`, no method, path or
+//! status, and the bytes each way (`bytes_in`: from the caller).
 //!
 //! Entries are handed to a writer thread through a bounded queue (`access_log_buffer` lines):
 //! the request path never formats JSON or waits on the disk; when the queue is full the entry
@@ -76,12 +78,14 @@ impl std::str::FromStr for UriDetail {
     }
 }
 
-/// One request, as logged.
+/// One request or opaque session, as logged.
 #[derive(Clone, Debug, Serialize)]
 pub struct Entry {
     /// When the request arrived (RFC 3339, UTC, milliseconds).
     #[serde(serialize_with = "rfc3339")]
     pub time: std::time::SystemTime,
+    /// `http`, or `opaque` for an opaque session.
+    pub protocol: &'static str,
     /// The caller's identity.
     #[serde(serialize_with = "text")]
     pub client_id: std::sync::Arc<str>,
@@ -95,20 +99,23 @@ pub struct Entry {
     pub endpoint: Option<std::net::SocketAddr>,
     /// Whether the endpoint was reached over mTLS.
     pub upstream_tls: bool,
-    /// The request method.
-    #[serde(serialize_with = "method")]
-    pub method: http::Method,
+    /// The request method (absent for an opaque session).
+    #[serde(serialize_with = "method", skip_serializing_if = "Option::is_none")]
+    pub method: Option<http::Method>,
     /// The path (or path and query), per `access_log_uri`; absent when off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// The HTTP status sent downstream.
-    pub status: u16,
-    /// Request body bytes, from `content-length` (absent when not given).
+    /// The HTTP status sent downstream (absent for an opaque session).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Request body bytes, from `content-length` (absent when not given); an opaque session's
+    /// bytes from the caller (absent when it ended in an error).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_in: Option<u64>,
-    /// Response body bytes sent downstream.
+    /// Response body bytes sent downstream; an opaque session's bytes to the caller.
     pub bytes_out: u64,
-    /// From the request's arrival to the end of its response body, in milliseconds.
+    /// From the request's arrival to the end of its response body (an opaque session: to its
+    /// end), in milliseconds.
     pub duration_ms: f64,
     /// Why the gateway answered instead of the service (the metric reason), if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,19 +136,21 @@ fn text<S: serde::Serializer>(text: &std::sync::Arc<str>, s: S) -> Result<S::Ok,
     s.serialize_str(text)
 }
 
-fn method<S: serde::Serializer>(method: &http::Method, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(method.as_str())
+fn method<S: serde::Serializer>(method: &Option<http::Method>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(method.as_ref().map_or("", http::Method::as_str))
 }
 
 impl Entry {
-    /// An entry for a request from `client_id` at `source` arriving now.
+    /// An entry for a request from `client_id` at `source` arriving now (`method`: `None` for
+    /// an opaque session).
     pub fn new(
         client_id: std::sync::Arc<str>,
         source: std::net::SocketAddr,
-        method: http::Method,
+        method: Option<http::Method>,
     ) -> Self {
         Self {
             time: std::time::SystemTime::now(),
+            protocol: if method.is_some() { "http" } else { "opaque" },
             client_id,
             source,
             target: std::sync::Arc::from(""),
@@ -149,7 +158,7 @@ impl Entry {
             upstream_tls: false,
             method,
             path: None,
-            status: 0,
+            status: None,
             bytes_in: None,
             bytes_out: 0,
             duration_ms: 0.0,
@@ -292,9 +301,9 @@ mod tests {
         let mut entry = Entry::new(
             std::sync::Arc::from("web.east"),
             "127.0.0.1:1".parse().unwrap(),
-            http::Method::GET,
+            Some(http::Method::GET),
         );
-        entry.status = 200;
+        entry.status = Some(200);
         // Far more lines than the queue holds, faster than a file takes them.
         for _ in 0..20_000 {
             log.write(Box::new(entry.clone()));

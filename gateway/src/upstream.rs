@@ -685,15 +685,16 @@ impl Upstream {
     ///
     /// # Errors
     /// Resolution, or connect failure after one retry on another endpoint.
-    pub async fn connect(&self, balancer: &Arc<Balancer>) -> Result<Metered<Io>, ConnectError> {
+    pub async fn connect(
+        &self,
+        balancer: &Arc<Balancer>,
+    ) -> Result<(Arc<Endpoint>, Metered<Io>), ConnectError> {
         self.refresh(balancer).await?;
-        let (_, io) = self
-            .with_retry(balancer, |endpoint| async move {
-                self.dial(balancer, &endpoint, SessionProtocol::Opaque)
-                    .await
-            })
-            .await?;
-        Ok(io)
+        self.with_retry(balancer, |endpoint| async move {
+            self.dial(balancer, &endpoint, SessionProtocol::Opaque)
+                .await
+        })
+        .await
     }
 
     /// Brings the balancer's endpoints up to date with discovery once its last answer has

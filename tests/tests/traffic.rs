@@ -221,9 +221,51 @@ async fn the_access_log_has_a_json_line_per_request_with_every_field() {
     assert_eq!(second["status"], 404);
     assert_eq!(second["error"], "bad_gateway_domain");
     assert_eq!(second["blame"], "downstream");
+    assert_eq!(second["protocol"], "http");
+
+    // An opaque session gets its line when it ends.
+    let echo = Backend::start_tcp_echo().await.unwrap();
+    let _ = std::fs::remove_file(&path);
+    let h = Harness::start({
+        let file = path.clone();
+        move |c| {
+            c.access_log = Some(gateway::access_log::Sink::File(file));
+            c.endpoints.insert(ECHO.to_owned(), vec![echo.addr.into()]);
+        }
+    })
+    .await;
+    let (name, port) = ECHO.rsplit_once(':').unwrap();
+    let payload = b"opaque bytes both ways";
+    let back = support::opaque_echo(
+        &h.client(CLIENT_ID, support::L5D),
+        name,
+        port.parse().unwrap(),
+        payload,
+    )
+    .await;
+    assert_eq!(back, payload);
+    assert!(
+        eventually(SOON, || async { read().lines().count() == 1 }).await,
+        "{}",
+        read()
+    );
+    let line: serde_json::Value = serde_json::from_str(read().lines().next().unwrap()).unwrap();
+    assert_eq!(line["protocol"], "opaque");
+    assert_eq!(line["target"], ECHO);
+    assert_eq!(line["client_id"], CLIENT_ID);
+    assert_eq!(line["endpoint"], echo.addr.to_string());
+    assert_eq!(line["bytes_in"], payload.len() as u64);
+    assert_eq!(line["bytes_out"], payload.len() as u64);
+    assert!(
+        line.get("method").is_none() && line.get("status").is_none(),
+        "{line}"
+    );
+    assert!(line["duration_ms"].as_f64().unwrap() >= 0.0);
     assert_eq!(h.metric("gateway_access_log_dropped_total").await, 0);
     let _ = std::fs::remove_file(&path);
 }
+
+const ECHO: &str = "echo.test.svc.cluster.local:7000";
 
 /// A target the Destination API covers (no static endpoints).
 const DISCOVERED: &str = "web.test.svc.cluster.local:80";

@@ -133,7 +133,7 @@ where
                 .tcp_authz_allow
                 .get(&AuthzLabels::allowed(&decision.allowed, client_id))
                 .inc();
-            tcp::proxy(shared, &mut io, &decision.target, peer).await
+            tcp::proxy(shared, &mut io, &decision.target, (peer, remote)).await
         }
     }
 }

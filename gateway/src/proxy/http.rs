@@ -289,7 +289,7 @@ impl Session {
         }
         let log = entry.map(|mut entry| {
             entry.target = authority.0.clone();
-            entry.status = response.status().as_u16();
+            entry.status = Some(response.status().as_u16());
             if let Some(endpoint) = &served.endpoint {
                 entry.endpoint = Some(endpoint.address().addr);
                 entry.upstream_tls = endpoint.address().identity.is_some();
@@ -339,7 +339,7 @@ impl Session {
         let mut entry = Box::new(crate::access_log::Entry::new(
             self.peer_label.0.clone(),
             self.remote,
-            req.method().clone(),
+            Some(req.method().clone()),
         ));
         entry.path = match log.uri {
             UriDetail::Off => None,
@@ -566,7 +566,7 @@ impl Session {
         let upstream = &self.shared.upstream;
         let came_through = |gateway: &str| gateway.eq_ignore_ascii_case(self.peer.as_str());
         let (balancer, _) = upstream.select(&route.service, None, &came_through).await?;
-        let tcp = upstream.connect(&balancer).await?;
+        let (_, tcp) = upstream.connect(&balancer).await?;
         let downstream = hyper::upgrade::on(&mut req);
         let label = route.label.clone();
         tokio::spawn(async move {
