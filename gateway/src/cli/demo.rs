@@ -48,6 +48,15 @@ pub const SPLIT: (&str, &str) = (
     "store-west.test.svc.cluster.local:8080",
 );
 
+/// The demo's failover service: served by local pods (from the embedded controller) and, when
+/// they are gone, by the west cluster's gateway.
+pub const FAILOVER: &str = "cart.test.svc.cluster.local:8080";
+/// The identity of the west cluster's gateway (a second gateway in the demo process).
+pub const WEST_GATEWAY_ID: &str =
+    "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.west.cluster.local";
+/// How long `cart`'s pods must be back before its traffic returns (the demo's hold-down).
+const HOLD_DOWN: Duration = Duration::from_secs(1);
+
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// The demo's PKI, written to a directory so `curl` can use it.
@@ -62,6 +71,8 @@ pub struct DemoPki {
     pub client: Issued,
     /// The meshed service's pod leaf.
     pub pod: Issued,
+    /// The west cluster's gateway's leaf.
+    pub west: Issued,
     /// A caller under a foreign trust anchor.
     pub foreign: Issued,
     /// The foreign caller's trust anchor.
@@ -89,6 +100,7 @@ impl DemoPki {
         let gateway = leaf(&issuer, GATEWAY_ID)?;
         let client = leaf(&issuer, CLIENT_ID)?;
         let pod = leaf(&issuer, POD_ID)?;
+        let west = leaf(&issuer, WEST_GATEWAY_ID)?;
         let foreign_root = Ca::root("root.other-mesh.example", Validity::from_now(365 * DAY))?;
         let foreign = leaf(&foreign_root, "intruder.other-mesh.example")?;
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -117,6 +129,7 @@ impl DemoPki {
             gateway,
             client,
             pod,
+            west,
             foreign,
             foreign_anchors,
         })
@@ -271,6 +284,99 @@ async fn split_step(client: &MtlsClient) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
+/// `n` requests to `service` over one HTTP/2 connection: answers per backend name.
+async fn tally(
+    client: &MtlsClient,
+    service: &str,
+    n: usize,
+) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
+    let mut h2 = client.http2().await?;
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..n {
+        h2.ready().await?;
+        let req = Request::get(format!("http://{service}/")).body(Full::default())?;
+        let response = h2.send_request(req).await?;
+        let ok = response.status() == StatusCode::OK;
+        let body = response.into_body().collect().await?.to_bytes();
+        let name = match ok {
+            true => String::from_utf8_lossy(&body)
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            false => "failed".to_owned(),
+        };
+        *counts.entry(name).or_default() += 1;
+    }
+    Ok(counts)
+}
+
+/// `cart`: served locally; its pods go away (the controller says no endpoints) and its traffic
+/// fails over to the west cluster's gateway; they come back and, after the hold-down, so does
+/// the traffic.
+async fn failover_step(
+    client: &MtlsClient,
+    controller: &Controller,
+    cart: &Backend,
+) -> anyhow::Result<bool> {
+    use controller::{Endpoints, weighted};
+    let local = tally(client, FAILOVER, 10).await?;
+    controller.set_endpoints(FAILOVER, Endpoints::Set(Vec::new()));
+    // The gateway hears of it over its Get stream: the first requests may still go local.
+    let mut west = tally(client, FAILOVER, 1).await?;
+    for _ in 0..50 {
+        if west.contains_key("cart-west") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        west = tally(client, FAILOVER, 1).await?;
+    }
+    let west = tally(client, FAILOVER, 10).await?;
+    controller.set_endpoints(FAILOVER, Endpoints::Set(vec![weighted(cart.addr, 1)]));
+    let held = tally(client, FAILOVER, 1).await?;
+    let mut back = held.clone();
+    let started = tokio::time::Instant::now();
+    while !back.contains_key("cart") && started.elapsed() < HOLD_DOWN * 5 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        back = tally(client, FAILOVER, 1).await?;
+    }
+    let back = tally(client, FAILOVER, 10).await?;
+    let count = |t: &std::collections::BTreeMap<String, usize>, name: &str| {
+        t.get(name).copied().unwrap_or(0)
+    };
+    let ok = count(&local, "cart") == 10
+        && count(&west, "cart-west") == 10
+        && count(&held, "cart-west") == 1
+        && count(&back, "cart") == 10;
+    println!(
+        "  {}  {FAILOVER}: local pods {}/10; pods gone -> west gateway {}/10 (mTLS as {GATEWAY_ID}, transport header); pods back -> still west during the {} hold-down, then local {}/10",
+        if ok { "ok " } else { "ERR" },
+        count(&local, "cart"),
+        count(&west, "cart-west"),
+        humantime::format_duration(HOLD_DOWN),
+        count(&back, "cart"),
+    );
+    Ok(ok)
+}
+
+/// The west cluster's gateway: serves `cart` from its own backend.
+async fn west_gateway(pki: &DemoPki, cart_west: &Backend) -> anyhow::Result<app::Bound> {
+    let mut config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Config::default()
+    };
+    config
+        .endpoints
+        .insert(FAILOVER.to_owned(), vec![cart_west.addr.into()]);
+    let identity = app::LoadedIdentity {
+        anchors: pki.anchors.clone(),
+        credentials: pki.west.credentials(&pki.anchors)?,
+        reload: app::Reload::Static,
+    };
+    app::start(&config, identity, None).await
+}
+
 /// A caller whose certificate chains to another trust anchor is refused at the handshake.
 async fn refused_step(intruder: &MtlsClient) -> anyhow::Result<bool> {
     let outcome = match intruder.http1().await {
@@ -341,6 +447,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     .await?;
     let echo = Backend::start_tcp_echo().await?;
     let (controller, store) = split_controller().await?;
+    let (cart, cart_west) = (
+        Backend::start("cart").await?,
+        Backend::start("cart-west").await?,
+    );
+    controller.set_endpoints(
+        FAILOVER,
+        controller::Endpoints::Set(vec![controller::weighted(cart.addr, 1)]),
+    );
+    let west = west_gateway(&pki, &cart_west).await?;
     let mut config = Config {
         listen: options.listen,
         admin_listen: options.admin_listen,
@@ -348,8 +463,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         key: Some(dir.join("gateway.key")),
         trust_anchors: Some(dir.join("ca.crt")),
         destination_svc_addr: Some(controller.addr.to_string()),
+        failover_hold_down: HOLD_DOWN,
         ..Config::default()
     };
+    config.failover.insert(
+        FAILOVER.to_owned(),
+        vec![
+            format!("gateway={};identity={WEST_GATEWAY_ID}", west.data_addr)
+                .parse()
+                .map_err(anyhow::Error::msg)?,
+        ],
+    );
     config
         .endpoints
         .insert(SERVICES[0].to_owned(), vec![podinfo.addr.into()]);
@@ -380,6 +504,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         "            {} -> split by a Destination controller on {}: {} (local) / {} ({})",
         SPLIT.0, controller.addr, store[0].addr, store[1].addr, SPLIT.1
     );
+    println!(
+        "            {FAILOVER} -> {} (local pods), failing over to the west gateway {} ({WEST_GATEWAY_ID}) -> {}",
+        cart.addr, west.data_addr, cart_west.addr
+    );
     println!("  PKI in {}\n", dir.display());
 
     let client = pki.client.credentials(&pki.anchors)?;
@@ -403,6 +531,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     ok &= meshed_step(&pod);
     println!("As Linkerd's gateway, discovering through the Destination API:");
     ok &= split_step(&connect(&[tls_config::ALPN_H2])?).await?;
+    ok &= failover_step(&connect(&[tls_config::ALPN_H2])?, &controller, &cart).await?;
     println!("As a caller of another mesh:");
     let foreign = pki.foreign.credentials(&pki.foreign_anchors)?;
     ok &= refused_step(&MtlsClient::new(
@@ -418,6 +547,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     for line in bound.metrics.encode().lines() {
         let interesting = (line.starts_with("request_total")
             || line.starts_with("outbound_profile_backend_weight")
+            || line.starts_with("gateway_failover_events_total")
             || line.starts_with("response_total")
             || line.starts_with("inbound_tcp_transport_header_connections_total"))
             || (line.starts_with("gateway_handshakes_refused_total") && !line.ends_with(" 0"));
@@ -446,6 +576,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         tokio::signal::ctrl_c().await?;
     }
     bound.drain(Duration::ZERO, Duration::from_secs(5)).await;
+    west.drain(Duration::ZERO, Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ok)
 }
