@@ -5,7 +5,8 @@
 //! Entries are handed to a writer thread through a bounded queue (`access_log_buffer` lines):
 //! the request path never formats JSON or waits on the disk; when the queue is full the entry
 //! is dropped and counted in `gateway_access_log_dropped_total`. The writer formats each line
-//! and writes in batches: at 64 KiB, or 100 ms after the first line of a batch.
+//! and writes in batches: what queued in the 100 ms after a batch's first line, in writes of up
+//! to 64 KiB.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -204,37 +205,38 @@ impl AccessLog {
                 const BATCH: usize = 64 * 1024;
                 const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
                 let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
-                let mut first_at = None;
-                loop {
-                    let next = match first_at {
-                        None => entries
-                            .recv()
-                            .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-                        Some(at) => entries.recv_timeout(
-                            LINGER.saturating_sub(std::time::Instant::now().duration_since(at)),
-                        ),
-                    };
-                    let done = match next {
-                        Ok(entry) => {
-                            if serde_json::to_writer(&mut batch, &*entry).is_ok() {
-                                batch.push(b'\n');
+                let mut flush = |batch: &mut Vec<u8>| {
+                    let _ = out.write_all(batch);
+                    let _ = out.flush();
+                    batch.clear();
+                };
+                let add = |batch: &mut Vec<u8>, entry: Box<Entry>| {
+                    if serde_json::to_writer(&mut *batch, &*entry).is_ok() {
+                        batch.push(b'\n');
+                    }
+                };
+                // Idle, the thread waits for a line; then it sleeps for the linger and takes
+                // everything queued meanwhile. A sender wakes it once per batch, not per line
+                // (a wake per request would cost the data plane a context switch each).
+                while let Ok(first) = entries.recv() {
+                    add(&mut batch, first);
+                    std::thread::sleep(LINGER);
+                    loop {
+                        match entries.try_recv() {
+                            Ok(entry) => {
+                                add(&mut batch, entry);
+                                if batch.len() >= BATCH {
+                                    flush(&mut batch);
+                                }
                             }
-                            first_at.get_or_insert_with(std::time::Instant::now);
-                            false
+                            Err(mpsc::TryRecvError::Empty) => break,
+                            Err(mpsc::TryRecvError::Disconnected) => {
+                                flush(&mut batch);
+                                return;
+                            }
                         }
-                        Err(mpsc::RecvTimeoutError::Timeout) => false,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => true,
-                    };
-                    let lingered = first_at.is_some_and(|at| at.elapsed() >= LINGER);
-                    if batch.len() >= BATCH || lingered || (done && !batch.is_empty()) {
-                        let _ = out.write_all(&batch);
-                        let _ = out.flush();
-                        batch.clear();
-                        first_at = None;
                     }
-                    if done {
-                        return;
-                    }
+                    flush(&mut batch);
                 }
             })?;
         Ok(Self {

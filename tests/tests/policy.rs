@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use gateway::cli::demo::Backend;
@@ -24,21 +24,6 @@ rules:
     clients: ["*.east.serviceaccount.identity.linkerd.cluster.local"]
     targets: [{service: podinfo, namespace: test}]
 "#;
-
-fn policy_file(tag: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("meshgate-policy-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("policy.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Replaces the file atomically (write + rename), as a ConfigMap update does.
-fn replace(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 async fn harness(path: &Path) -> Harness {
     let path = path.to_owned();

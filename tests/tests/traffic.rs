@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,9 @@ use gateway::cli::demo::controller::{Endpoints, weighted};
 use gateway::cli::demo::{Backend, Controller};
 use gateway::upstream::split::Weighted;
 use identity::testing::TestCa;
-use support::{CLIENT_ID, GATEWAY_ID, H2, Harness, SOON, collect, eventually, routed_get};
+use support::{
+    CLIENT_ID, GATEWAY_ID, H2, Harness, SOON, collect, eventually, policy_file, replace, routed_get,
+};
 
 const WEB: &str = "podinfo.test.svc.cluster.local:9898";
 const V1: &str = "podinfo-v1.test.svc.cluster.local:9898";
@@ -282,22 +283,6 @@ async fn get(send: &mut Http2Sender, target: &str) -> (u16, String) {
         answer.status.as_u16(),
         body.split(':').next().unwrap_or_default().to_owned(),
     )
-}
-
-/// A policy file in a directory of its own.
-fn policy_file(tag: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("meshgate-traffic-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("policy.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Replaces the file atomically (write + rename), as a ConfigMap update does.
-fn replace(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// A loopback address nothing listens on (connects are refused).

@@ -328,3 +328,19 @@ pub fn assert_loop_refused(answer: &Answer) {
     );
     assert_eq!(answer.header("l5d-proxy-connection"), Some("close"));
 }
+
+/// A policy file in a directory of its own (`tag` names it).
+pub fn policy_file(tag: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshgate-policy-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Replaces the file atomically (write + rename), as a ConfigMap update does.
+pub fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
