@@ -510,3 +510,62 @@ async fn two_gateways_failing_over_to_each_other_never_pass_a_request_back() {
         "east failed over to west:\n{west_metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_opaque_sessions_fail_over_to_another_clusters_gateway_too() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ca = Arc::new(TestCa::new("test.mesh"));
+    let echo = Backend::start_tcp_echo().await.unwrap();
+    let west = Harness::start_as(WEST_ID, ca.clone(), ca.anchors(), move |c| {
+        c.endpoints.insert(ECHO.to_owned(), vec![echo.addr.into()]);
+    })
+    .await;
+    let to_west = format!("gateway={};identity={WEST_ID}", west.gateway.data_addr);
+    let east = Harness::start_as(GATEWAY_ID, ca.clone(), ca.anchors(), move |c| {
+        c.endpoints
+            .insert(ECHO.to_owned(), vec![dead_addr().into()]);
+        c.failover
+            .insert(ECHO.to_owned(), vec![to_west.parse().unwrap()]);
+    })
+    .await;
+    let client = east.client(CLIENT_ID, support::L5D);
+    let (name, port) = ECHO.rsplit_once(':').unwrap();
+    let header = gateway::transport_header::TransportHeader {
+        port: port.parse().unwrap(),
+        name: Some(name.to_owned()),
+        protocol: gateway::transport_header::SessionProtocol::Opaque,
+    };
+    // One session: the bytes sent come back (the first session may find the dead primary).
+    let session = || {
+        let (client, header) = (client.clone(), header.clone());
+        async move {
+            let Ok(mut stream) = client.connect_with_header(&header).await else {
+                return false;
+            };
+            let payload = b"across the clusters";
+            if stream.write_all(payload).await.is_err() || stream.shutdown().await.is_err() {
+                return false;
+            }
+            let mut echoed = Vec::new();
+            stream.read_to_end(&mut echoed).await.is_ok() && echoed == payload
+        }
+    };
+    assert!(
+        eventually(SOON, session).await,
+        "sessions reach the west gateway's echo"
+    );
+    for _ in 0..5 {
+        assert!(session().await, "every new session goes to west");
+    }
+    let (_, metrics) = west.admin_get("/metrics").await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("inbound_tcp_transport_header_connections_total")
+                && l.contains("session_protocol=\"\"")
+                && l.contains(&format!("target_name=\"{name}\""))
+                && l.contains(&format!("client_id=\"{GATEWAY_ID}\""))
+                && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+}
