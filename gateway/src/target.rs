@@ -134,6 +134,19 @@ impl Target {
         Self::from_parts(host, port, suffixes)
     }
 
+    /// A target the operator names (splits, failover): `name:port` with the port written out,
+    /// under any suffix.
+    ///
+    /// # Errors
+    /// No port (`must be name:port`), or what [`Target::parse`] refuses.
+    pub fn configured(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.rsplit_once(':').is_none() {
+            return Err("must be name:port".to_owned());
+        }
+        Self::parse(text, &Suffixes::all()).map_err(|e| e.to_string())
+    }
+
     /// Checks a host and port given separately (the transport header carries them so).
     ///
     /// # Errors

@@ -174,18 +174,22 @@ impl Tracing {
         source: SocketAddr,
     ) -> Option<ServerSpan> {
         let (parent, format) = self.extract(headers);
-        let span = self
+        let mut span = self
             .tracer
             .span_builder(method.as_str().to_owned())
             .with_kind(SpanKind::Server)
-            .with_attributes([
-                KeyValue::new("http.method", method.as_str().to_owned()),
-                KeyValue::new("http.path", path.to_owned()),
-                KeyValue::new("client_id", client_id.to_owned()),
-                KeyValue::new("net.peer.addr", source.to_string()),
-            ])
             .start_with_context(&self.tracer, &parent);
-        span.span_context().is_sampled().then(|| ServerSpan {
+        if !span.span_context().is_sampled() {
+            return None;
+        }
+        // Only a sampled span pays for its attributes (most requests are not sampled).
+        span.set_attributes([
+            KeyValue::new("http.method", method.as_str().to_owned()),
+            KeyValue::new("http.path", path.to_owned()),
+            KeyValue::new("client_id", client_id.to_owned()),
+            KeyValue::new("net.peer.addr", source.to_string()),
+        ]);
+        Some(ServerSpan {
             span,
             format,
             method: method.clone(),

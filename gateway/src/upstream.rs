@@ -89,6 +89,27 @@ struct Traffic {
     failover: HashMap<String, Vec<Fallback>>,
 }
 
+impl Traffic {
+    /// The config's (`options`), with `splits` and `failover` replacing its entries per target.
+    fn of(
+        options: &Options,
+        splits: &HashMap<String, Vec<split::Weighted>>,
+        failover: &HashMap<String, Vec<Fallback>>,
+    ) -> Self {
+        let mut traffic = Self {
+            splits: options.splits.clone(),
+            failover: options.failover.clone(),
+        };
+        traffic
+            .splits
+            .extend(splits.iter().map(|(k, v)| (k.clone(), v.clone())));
+        traffic
+            .failover
+            .extend(failover.iter().map(|(k, v)| (k.clone(), v.clone())));
+        traffic
+    }
+}
+
 /// A per-target map keyed as targets are looked up: by their `name:port` authority (lower case,
 /// no trailing dot); a key that is not a target stays as written, lower-cased.
 pub fn by_authority<'a, V: Clone + 'a>(
@@ -96,7 +117,7 @@ pub fn by_authority<'a, V: Clone + 'a>(
 ) -> HashMap<String, V> {
     map.into_iter()
         .map(|(name, value)| {
-            let key = Target::parse(name, &crate::target::Suffixes::all())
+            let key = Target::configured(name)
                 .map_or_else(|_| name.to_ascii_lowercase(), |t| t.authority().to_string());
             (key, value.clone())
         })
@@ -180,10 +201,7 @@ impl Upstream {
         tls: watch::Receiver<Arc<ClientTls>>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let traffic = Traffic {
-            splits: options.splits.clone(),
-            failover: options.failover.clone(),
-        };
+        let traffic = Traffic::of(&options, &HashMap::new(), &HashMap::new());
         Self {
             resolver,
             destination,
@@ -206,16 +224,7 @@ impl Upstream {
         splits: &HashMap<String, Vec<split::Weighted>>,
         failover: &HashMap<String, Vec<Fallback>>,
     ) {
-        let mut traffic = Traffic {
-            splits: self.options.splits.clone(),
-            failover: self.options.failover.clone(),
-        };
-        traffic
-            .splits
-            .extend(splits.iter().map(|(k, v)| (k.clone(), v.clone())));
-        traffic
-            .failover
-            .extend(failover.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let traffic = Traffic::of(&self.options, splits, failover);
         *self.traffic.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(traffic);
         self.traffic_version.fetch_add(1, Ordering::AcqRel);
     }
@@ -336,7 +345,8 @@ impl Upstream {
         managed.clone()
     }
 
-    /// A fallback's balancer: a local target's own, or a gateway's with its one endpoint.
+    /// A fallback's balancer: a local target's own, or a gateway's with its one endpoint. Both
+    /// live with every other balancer (kept across reloads, their idle connections swept).
     fn fallback_balancer(&self, target: &Target, fallback: &Fallback) -> Arc<Balancer> {
         let (addr, identity, to) = match fallback {
             Fallback::Local(to) => return self.balancer(to),
@@ -346,21 +356,32 @@ impl Upstream {
                 target: to,
             } => (addr, identity, to.as_ref().unwrap_or(target)),
         };
-        let labels = AuthorityLabels {
-            authority: Label(fallback.label().into()),
-        };
-        let balancer = Balancer::new(
-            to,
-            Preference::default(),
-            None,
-            self.metrics.endpoints.get_or_create_owned(&labels),
-            self.metrics.pool_idle.get_or_create_owned(&labels),
-        );
+        let label: Arc<str> = fallback.label().into();
+        let balancer = self
+            .balancers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            // Not a `name:port`, so never a target's own key.
+            .entry(format!("{label} {to}").into())
+            .or_insert_with(|| {
+                let labels = AuthorityLabels {
+                    authority: Label(label),
+                };
+                Arc::new(Balancer::new(
+                    to,
+                    Preference::default(),
+                    None,
+                    self.metrics.endpoints.get_or_create_owned(&labels),
+                    self.metrics.pool_idle.get_or_create_owned(&labels),
+                ))
+            })
+            .clone();
+        // A changed identity replaces the endpoint; the same one keeps its connections.
         balancer.update(
             &Arc::from([Fallback::gateway_address(*addr, identity, to)]),
             None,
         );
-        Arc::new(balancer)
+        balancer
     }
 
     /// Failover for one request: moves the service's active choice on what serves now, and
@@ -460,13 +481,13 @@ impl Upstream {
         let Some(endpoint) = balancer.probe_candidate(now) else {
             return;
         };
-        if !failover.start_probe() {
+        let Some(probing) = failover.start_probe() else {
             return;
-        }
+        };
         let tls = self.tls.borrow().clone();
         let timeout = self.options.connect_timeout;
-        let probing = failover.probing_flag();
         tokio::spawn(async move {
+            let _probing = probing;
             let dialled =
                 connect::dial(&endpoint.address, &tls, SessionProtocol::Opaque, timeout).await;
             match dialled {
@@ -476,7 +497,6 @@ impl Upstream {
                     tracing::debug!(addr = %endpoint.address.addr, error = %e, ?backoff, "failover probe failed");
                 }
             }
-            probing.store(false, Ordering::Release);
         });
     }
 

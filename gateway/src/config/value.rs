@@ -399,16 +399,20 @@ impl PerTarget for Vec<Weighted> {
         NAME:PORT to a list of {to: NAME:PORT, weight: N})";
 }
 
+/// Items of a `+`-joined list (a split's backends, a target's fallbacks), empty ones skipped.
+fn plus_list<T: std::str::FromStr<Err = String>>(text: &str) -> Result<Vec<T>, String> {
+    text.split('+')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::parse)
+        .collect()
+}
+
 /// A split's backends.
 impl Value for Vec<Weighted> {
     const FORM: &'static str = "TO:PORT*WEIGHT+TO:PORT*WEIGHT";
     fn from_text(text: &str) -> Result<Self, String> {
-        let split = text
-            .split('+')
-            .map(str::trim)
-            .filter(|b| !b.is_empty())
-            .map(str::parse)
-            .collect::<Result<Vec<Weighted>, String>>()?;
+        let split = plus_list(text)?;
         split::check(&split)?;
         Ok(split)
     }
@@ -476,12 +480,7 @@ impl PerTarget for Vec<Fallback> {
 impl Value for Vec<Fallback> {
     const FORM: &'static str = "FALLBACK+FALLBACK";
     fn from_text(text: &str) -> Result<Self, String> {
-        let list = text
-            .split('+')
-            .map(str::trim)
-            .filter(|f| !f.is_empty())
-            .map(str::parse)
-            .collect::<Result<Vec<Fallback>, String>>()?;
+        let list = plus_list(text)?;
         failover::check(None, &list)?;
         Ok(list)
     }

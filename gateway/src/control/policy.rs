@@ -149,16 +149,6 @@ struct RuleFile {
     targets: Vec<TargetPattern>,
 }
 
-/// Checks that a `splits` or `failover` key is a `name:port` target.
-fn target_key(name: &str) -> Result<(), String> {
-    if name.rsplit_once(':').is_none() {
-        return Err("must be name:port".to_owned());
-    }
-    Target::parse(name, &crate::target::Suffixes::all())
-        .map(|_| ())
-        .map_err(|e| format!("not a usable target: {e}"))
-}
-
 impl ClientPattern {
     fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
@@ -289,7 +279,7 @@ impl Policy {
         }
         let mut splits = BTreeMap::new();
         for (name, value) in file.splits {
-            let parsed = target_key(&name)
+            let parsed = Target::configured(&name)
                 .and_then(|_| crate::config::split_from_yaml(value))
                 .map(|split| splits.insert(name.clone(), split));
             if let Err(e) = parsed {
@@ -298,7 +288,7 @@ impl Policy {
         }
         let mut failover = BTreeMap::new();
         for (name, value) in file.failover {
-            let parsed = target_key(&name)
+            let parsed = Target::configured(&name)
                 .and_then(|_| crate::config::fallbacks_from_yaml(value))
                 .and_then(|list| {
                     crate::upstream::failover::check(Some(&name), &list)?;

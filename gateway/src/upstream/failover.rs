@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::Address;
 use super::balance::Balancer;
-use crate::target::{Suffixes, Target};
+use crate::target::Target;
 
 /// One fallback as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,10 +76,7 @@ impl std::str::FromStr for Fallback {
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if !text.starts_with("gateway=") {
-            if text.rsplit_once(':').is_none() {
-                return Err(format!("fallback {text:?} must be name:port"));
-            }
-            return Target::parse(text, &Suffixes::all())
+            return Target::configured(text)
                 .map(Fallback::Local)
                 .map_err(|e| format!("fallback {text:?}: {e}"));
         }
@@ -100,11 +97,8 @@ impl std::str::FromStr for Fallback {
                     })?);
                 }
                 "target" => {
-                    if value.trim().rsplit_once(':').is_none() {
-                        return Err(format!("fallback target {value:?} must be name:port"));
-                    }
                     target = Some(
-                        Target::parse(value.trim(), &Suffixes::all())
+                        Target::configured(value)
                             .map_err(|e| format!("fallback target {value:?}: {e}"))?,
                     );
                 }
@@ -243,6 +237,15 @@ impl State {
     }
 }
 
+/// The probe slot of a failover, held by the running probe.
+pub(super) struct Probing(Arc<AtomicBool>);
+
+impl Drop for Probing {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// One target's failover at run time: its fallbacks' balancers and where traffic goes now.
 pub struct Failover {
     /// The fallbacks, in order, each with its balancer (a gateway's: its one endpoint).
@@ -273,14 +276,9 @@ impl Failover {
             .active()
     }
 
-    /// Takes the probe slot; `false` when a probe runs already.
-    pub(super) fn start_probe(&self) -> bool {
-        !self.probing.swap(true, Ordering::AcqRel)
-    }
-
-    /// The probe slot, for the probe to give back (store `false`) when it ends.
-    pub(super) fn probing_flag(&self) -> Arc<AtomicBool> {
-        self.probing.clone()
+    /// Takes the probe slot (given back when the guard drops); `None` while a probe runs.
+    pub(super) fn start_probe(&self) -> Option<Probing> {
+        (!self.probing.swap(true, Ordering::AcqRel)).then(|| Probing(self.probing.clone()))
     }
 
     /// Whether choice `i` (≥ 1) is a gateway a request came through (`came_through`: says so of
@@ -338,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_gateway_fallback_is_dialled_like_a_linkerd_proxy_reaches_a_gateway() {
-        let target = Target::parse("web.ns.svc.cluster.local:80", &Suffixes::all()).unwrap();
+        let target = Target::configured("web.ns.svc.cluster.local:80").unwrap();
         let identity = IdentityName::from_dns("gw.west.example").unwrap();
         let a = Fallback::gateway_address("10.0.0.7:4143".parse().unwrap(), &identity, &target);
         assert_eq!(a.identity.as_ref(), Some(&identity));

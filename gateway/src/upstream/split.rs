@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::target::{Suffixes, Target};
+use crate::target::Target;
 
 /// One backend of a split.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,11 +36,7 @@ impl std::str::FromStr for Weighted {
             ),
             None => (text.trim(), 1),
         };
-        if to.rsplit_once(':').is_none() {
-            return Err(format!("split backend {to:?} must be name:port"));
-        }
-        let to = Target::parse(to, &Suffixes::all())
-            .map_err(|e| format!("split backend {to:?}: {e}"))?;
+        let to = Target::configured(to).map_err(|e| format!("split backend {to:?}: {e}"))?;
         Ok(Self { to, weight })
     }
 }
