@@ -398,7 +398,9 @@ def measure(d, proc, port, workload, seconds):
 
 
 async def hold_connections(d: Path, port, count):
-    """Opens `count` idle mTLS connections; returns them (the caller closes)."""
+    """Opens `count` mTLS connections, each after one HTTP/1.1 request (as a real caller leaves
+    them: the buffers a request needed have been touched), then idle; returns them (the caller
+    closes)."""
     ctx = ssl.create_default_context(cafile=str(d / "root.crt"))
     ctx.load_cert_chain(str(d / "client.chain"), str(d / "client.key"))
     ctx.set_alpn_protocols(["http/1.1"])
@@ -408,7 +410,16 @@ async def hold_connections(d: Path, port, count):
     async def one():
         async with limit:
             connect = asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="gateway.bench.local")
-            _, writer = await asyncio.wait_for(connect, timeout=10)
+            reader, writer = await asyncio.wait_for(connect, timeout=10)
+            writer.write(f"GET / HTTP/1.1\r\nHost: {SERVICE}\r\nl5d-dst-override: {SERVICE}\r\n\r\n".encode())
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            if not head.startswith(b"HTTP/1.1 200"):
+                writer.close()
+                raise RuntimeError(f"the request before idling got {head[:40]!r}")
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            await asyncio.wait_for(reader.readexactly(length), timeout=10)
             writers.append(writer)
 
     results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
@@ -418,7 +429,8 @@ async def hold_connections(d: Path, port, count):
 
 
 def memory(d, proc, port, fresh_kib):
-    """RSS fresh from start, and the growth per idle mTLS connection held open."""
+    """RSS fresh from start, and the growth per idle mTLS connection held open (each after one
+    request)."""
     idle = proc.rss_kib()
     out = {"idle_kib": fresh_kib, "before_kib": idle}
     for count in (1000, 10000):
@@ -503,7 +515,9 @@ def report(results, mem, refusals, args, started, versions):
     lines += targets_table(results, mem)
     lines += ["Why the missed targets are missed, with the profiles and how to reproduce them: "
               "[PROFILE.md](PROFILE.md).", ""]
-    lines += ["## F: memory", "", "| target | idle RSS MiB (fresh) | RSS before (after A–E) MiB | with 1,000 idle mTLS conns MiB | with 10,000 MiB | KiB per idle conn | held / errors (10k) |",
+    lines += ["## F: memory", "",
+              "Measured on a freshly restarted target; every connection does one HTTP/1.1 request, then idles.", "",
+              "| target | idle RSS MiB (fresh) | RSS before the connections MiB | with 1,000 idle mTLS conns MiB | with 10,000 MiB | KiB per idle conn | held / errors (10k) |",
               "|---|---|---|---|---|---|---|"]
     for name in ["meshgate", *PEERS, "terminator"]:
         m = mem[name]
@@ -614,7 +628,6 @@ def main():
             procs[name] = Proc(name, argv, env, GATEWAY_CORE, d / f"{name}.log")
             wait_port(PORTS[name], procs[name])
         time.sleep(1.0)
-        fresh = {name: procs[name].rss_kib() for name in names}
         refusals = {}
         for name in names:
             trusted = curl_status(d, PORTS[name], "client")
@@ -636,7 +649,14 @@ def main():
             results["meshed"] = meshed_hop(d, procs["meshgate"], args)
         mem = {}
         for name in names:
-            mem[name] = memory(d, procs[name], PORTS[name], fresh[name])
+            # F on a freshly started process: memory the workloads left behind (allocator
+            # caches, pools) would hide what an idle connection costs.
+            procs[name].stop()
+            argv, env = cmds[name]
+            procs[name] = Proc(name, argv, env, GATEWAY_CORE, d / f"{name}-f.log")
+            wait_port(PORTS[name], procs[name])
+            time.sleep(1.0)
+            mem[name] = memory(d, procs[name], PORTS[name], procs[name].rss_kib())
             print(f"F {name:10} idle {mem[name]['idle_kib'] / 1024:.1f} MiB, {mem[name]['kib_per_conn']:.1f} KiB/conn", flush=True)
         if set(names) == set(PORTS) and set(args.workloads) == set(WORKLOADS):
             text = report(results, mem, refusals, args, started, versions(args))
