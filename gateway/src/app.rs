@@ -241,8 +241,13 @@ pub async fn start(
         anchors,
         credentials,
     };
-    let (live, tls) =
-        Live::new(&material, readiness.clone(), metrics.clone()).context("build TLS config")?;
+    let (live, tls) = Live::new(
+        &material,
+        config.tls_session_tickets,
+        readiness.clone(),
+        metrics.clone(),
+    )
+    .context("build TLS config")?;
     let expiry = material.credentials.not_after();
     let keep_fresh = async move {
         match reload {

@@ -328,6 +328,12 @@ keys! {
     /// Per-caller rate limits: token buckets by caller identity (`*`: each caller its own), and
     /// optionally one target; a request over a limit gets 429 with `Retry-After`.
     rate_limits: Vec<Rule> = Vec::new(), flag "rate-limit";
+    /// Whether callers get TLS 1.3 session tickets (one per handshake): a returning caller then
+    /// resumes without the certificate exchange and signatures, which is most of a handshake's
+    /// CPU on both sides. On by default: Linkerd's proxies and most clients resume, and the
+    /// tickets are sealed with keys that rotate and die with a credential reload. Off makes every
+    /// connection a full handshake (to compare with peers that do not resume, or by policy).
+    tls_session_tickets: bool = true;
     /// Keep HTTP/1 header-name case end to end (legacy peers depend on it).
     preserve_header_case: bool = true;
     /// Whether HTTP/1.1 `CONNECT` is tunnelled to the target (else 405).

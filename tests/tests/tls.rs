@@ -39,6 +39,21 @@ async fn a_returning_caller_resumes_its_session_with_its_identity() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_session_tickets_off_every_connection_is_a_full_handshake() {
+    let h = Harness::start(|c| c.tls_session_tickets = false).await;
+    let client = h.client(CLIENT_ID, H1);
+    for _ in 0..3 {
+        let tls = client.connect().await.unwrap();
+        let mut send = gateway::cli::client::http1_on(tls).await.unwrap();
+        let answer = collect(send.send_request(routed_get(SERVICE)).await.unwrap()).await;
+        assert_eq!(answer.status, 200);
+        // After a response the caller would have any ticket the gateway sent.
+        let tls = client.connect().await.unwrap();
+        assert_eq!(tls.get_ref().1.handshake_kind(), Some(HandshakeKind::Full));
+    }
+}
+
 /// A clock stopped at one instant: the server's view of time when a session began.
 #[derive(Debug)]
 struct StoppedClock(UnixTime);

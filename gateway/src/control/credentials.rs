@@ -43,6 +43,8 @@ pub struct Live {
     upstream: watch::Sender<Arc<ClientTls>>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
+    /// Whether the data listener issues TLS 1.3 session tickets.
+    tickets: bool,
     /// The low-lifetime warning was logged for the certificate in use.
     warned: AtomicBool,
 }
@@ -54,10 +56,11 @@ impl Live {
     /// When rustls refuses the credentials.
     pub fn new(
         material: &Material,
+        tickets: bool,
         readiness: Arc<Readiness>,
         metrics: Arc<Metrics>,
     ) -> Result<(Arc<Self>, TlsConfigs), identity::Error> {
-        let (data, admin, upstream) = configs(material)?;
+        let (data, admin, upstream) = configs(material, tickets)?;
         let (data, data_rx) = watch::channel(data);
         let (admin, admin_rx) = watch::channel(admin);
         let (upstream, upstream_rx) = watch::channel(upstream);
@@ -67,6 +70,7 @@ impl Live {
             upstream,
             readiness,
             metrics,
+            tickets,
             warned: AtomicBool::new(false),
         });
         live.record(material);
@@ -85,7 +89,7 @@ impl Live {
     /// # Errors
     /// When rustls refuses the credentials (the old ones stay).
     pub fn install(&self, material: &Material) -> Result<(), identity::Error> {
-        let (data, admin, upstream) = configs(material)?;
+        let (data, admin, upstream) = configs(material, self.tickets)?;
         self.data.send_replace(data);
         self.admin.send_replace(admin);
         self.upstream.send_replace(upstream);
@@ -134,9 +138,16 @@ impl Live {
 /// The data and admin server configs and the upstream client config of `material`.
 type Configs = (Arc<ServerConfig>, Arc<ServerConfig>, Arc<ClientTls>);
 
-fn configs(material: &Material) -> Result<Configs, identity::Error> {
+/// Session tickets issued per full handshake when they are on. A caller resumes one new
+/// connection per ticket and every resumed handshake brings a fresh one, so one is enough; rustls
+/// would send two, and each is an AEAD seal and a TLS record on every handshake.
+const TICKETS_PER_HANDSHAKE: usize = 1;
+
+/// `tickets`: whether the data listener issues TLS 1.3 session tickets (`tls_session_tickets`).
+fn configs(material: &Material, tickets: bool) -> Result<Configs, identity::Error> {
     let (creds, anchors) = (&material.credentials, &material.anchors);
-    let data = tls_config::server_config(creds, anchors, &DATA_ALPN)?;
+    let mut data = tls_config::server_config(creds, anchors, &DATA_ALPN)?;
+    data.send_tls13_tickets = if tickets { TICKETS_PER_HANDSHAKE } else { 0 };
     let admin = tls_config::server_config(creds, anchors, &[])?;
     let upstream = ClientTls::new(creds, anchors)?;
     Ok((Arc::new(data), Arc::new(admin), Arc::new(upstream)))
