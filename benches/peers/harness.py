@@ -441,8 +441,11 @@ def oha(d: Path, port, workload, seconds):
 
 def measure(d, proc, port, workload, seconds):
     user0, sys0 = proc.cpu_seconds()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     report = oha(d, port, workload, seconds)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     user1, sys1 = proc.cpu_seconds()
+    client = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     cpu, kernel = (user1 - user0) + (sys1 - sys0), sys1 - sys0
     codes = report.get("statusCodeDistribution", {})
     ok = int(codes.get("200", 0))
@@ -455,7 +458,10 @@ def measure(d, proc, port, workload, seconds):
     return {"rps": ok / elapsed, "ok": ok, "failed": failed, "p50": ms("p50"), "p99": ms("p99"),
             "p999": ms("p99.9"), "cpu_us": cpu * 1e6 / ok if ok else float("nan"),
             "sys_us": kernel * 1e6 / ok if ok else float("nan"),
-            "mib_s": (summary.get("sizePerSec") or 0) / (1 << 20)}
+            "mib_s": (summary.get("sizePerSec") or 0) / (1 << 20),
+            # oha's own CPU per response: in C a full handshake costs the client about as much as
+            # the server, and the client shares its core with the backend.
+            "client_cpu_us": client * 1e6 / ok if ok else float("nan")}
 
 
 def l5d_load(d: Path, port, workload, seconds, load_bin):

@@ -54,10 +54,12 @@ def syscall_counts(path: Path, requests: int):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--target", default="meshgate", choices=list(h.PORTS))
-    parser.add_argument("--workload", default="A", choices=[*h.WORKLOADS, *h.MESHED_WORKLOADS])
+    parser.add_argument("--workload", default="A", choices=[*h.WORKLOADS, *h.MESHED_WORKLOADS, *h.L5D_WORKLOADS])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--work", default="/tmp/meshgate-profile")
     parser.add_argument("--meshgate", default=str(Path(__file__).resolve().parents[2] / "target/release/meshgate"))
+    parser.add_argument("--load", default=str(Path(__file__).resolve().parents[2] / "target/release/l5d-load"))
+    parser.add_argument("--workers", type=int, default=1, help="meshgate's MESHGATE_WORKERS (2: on both CPUs)")
     parser.add_argument("--envoy", default="/tmp/meshgate-bench/envoy/envoy/_bin/envoy")
     parser.add_argument("--perf", action="store_true")
     parser.add_argument("--strace", action="store_true")
@@ -68,14 +70,18 @@ def main():
     d.mkdir(parents=True)
     os.sched_setaffinity(0, {h.LOAD_CORE})
     h.make_pki(d)
-    argv, env = h.commands(d, args)[args.target]
+    # As in the harness: resumption off on every target except for C-resumed.
+    argv, env = h.commands(d, args, resume=args.workload in h.RESUMED)[args.target]
+    if args.target == "meshgate":
+        env = {**env, "MESHGATE_WORKERS": str(args.workers)}
     backend = h.Proc("backend", ["nginx", "-p", str(d), "-e", f"{d}/backend.err", "-c", f"{d}/backend.conf"],
                      dict(os.environ), h.LOAD_CORE, d / "backend.log")
     pod = None
-    if args.workload in h.MESHED_WORKLOADS:
+    if args.workload in h.MESHED_WORKLOADS or args.workload == "H":
         pod = h.Proc("pod", ["nginx", "-p", str(d), "-e", f"{d}/pod.err", "-c", f"{d}/pod.conf"],
                      dict(os.environ), h.LOAD_CORE, d / "pod.log")
-    target = h.Proc(args.target, argv, env, h.GATEWAY_CORE, d / "target.log")
+    core = h.GATEWAY_CORE if args.workers == 1 else "0,1"
+    target = h.Proc(args.target, argv, env, core, d / "target.log")
     tracer = None
     try:
         h.wait_port(h.BACKEND_H1, backend)
@@ -92,14 +98,18 @@ def main():
             tracer = subprocess.Popen(["strace", "-c", "-f", "-o", str(strace_out),
                                        *[x for p in pids.split(",") for x in ("-p", p)]],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        sample = h.measure(d, target, h.PORTS[args.target], args.workload, args.seconds)
+        if args.workload in h.L5D_WORKLOADS:
+            sample = h.measure_l5d(d, target, h.PORTS[args.target], args.workload, args.seconds, args.load)
+        else:
+            sample = h.measure(d, target, h.PORTS[args.target], args.workload, args.seconds)
         if tracer:
             tracer.send_signal(2)
             tracer.wait()
             tracer = None
         print(f"{args.target} {args.workload}: {sample['rps']:,.0f} req/s, CPU {sample['cpu_us']:.1f} µs/req "
               f"(kernel {sample['sys_us']:.1f}, user {sample['cpu_us'] - sample['sys_us']:.1f}), "
-              f"p50 {sample['p50']:.3f} ms, p99 {sample['p99']:.3f} ms, {sample['mib_s']:.0f} MiB/s")
+              f"p50 {sample['p50']:.3f} ms, p99 {sample['p99']:.3f} ms, {sample['mib_s']:.0f} MiB/s"
+              + (f", client {sample['client_cpu_us']:.1f} µs/response" if "client_cpu_us" in sample else ""))
         if args.perf:
             print("\nby shared object:")
             print("\n".join(f"  {row}" for row in dso_split(perf_data)))

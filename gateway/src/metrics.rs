@@ -77,6 +77,9 @@ pub struct Metrics {
     pub connection_wait: Histogram,
     /// `gateway_requests_shed_total`: requests refused by the in-flight limit.
     pub shed: Counter,
+    /// `gateway_http1_parked_connections`: idle HTTP/1 connections that gave back their HTTP
+    /// buffers until their next request.
+    pub parked: Gauge,
     /// `inbound_tcp_errors_total{error}`.
     pub tcp_errors: Family<ErrorLabels, Counter>,
     /// `gateway_handshakes_refused_total{reason}`.
@@ -144,6 +147,7 @@ impl Metrics {
         let version_fallbacks = Family::default();
         let connection_wait = latency_histogram();
         let shed = Counter::default();
+        let parked = Gauge::default();
         let tcp_errors = Family::default();
         let refused = Family::default();
         let r = &mut registry;
@@ -234,6 +238,11 @@ impl Metrics {
             "gateway_requests_shed",
             "Requests refused with 503 by the in-flight limit",
             shed.clone(),
+        );
+        r.register(
+            "gateway_http1_parked_connections",
+            "Idle HTTP/1 connections holding no HTTP buffers until their next request",
+            parked.clone(),
         );
         r.register(
             "gateway_policy_reloads",
@@ -338,6 +347,7 @@ impl Metrics {
             version_fallbacks: Tracked::new(version_fallbacks, &clock),
             connection_wait,
             shed,
+            parked,
             tcp_errors,
             refused,
         };

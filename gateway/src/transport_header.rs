@@ -237,6 +237,11 @@ impl<IO> PrefixedIo<IO> {
     pub fn new(prefix: Bytes, inner: IO) -> Self {
         Self { prefix, inner }
     }
+
+    /// The bytes not replayed yet, and the stream.
+    pub fn into_parts(self) -> (Bytes, IO) {
+        (self.prefix, self.inner)
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for PrefixedIo<IO> {

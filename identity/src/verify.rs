@@ -1,7 +1,9 @@
 //! Client-certificate verification: webpki chain check to the trust anchors, then an identity
 //! (first DNS or URI SAN) is required. Also names the reason a handshake was refused.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -18,9 +20,84 @@ use crate::{Error, IdentityName, TrustAnchors};
 ///
 /// A client certificate is mandatory: a client without one fails the handshake with
 /// `certificate_required`, which the caller sees as a TLS alert rather than a silent close.
+///
+/// Chains it has verified are remembered by their exact bytes: a returning caller (a Linkerd
+/// proxy keeps its certificate for a day and reconnects often) skips chain building and the two
+/// signature checks of a leaf and its issuer on a full handshake. The handshake's own signature
+/// (proof of the key) is checked every time. An entry lasts until the first certificate of the
+/// chain expires, at most [`REMEMBER_FOR`]; a new verifier (credentials or anchors reloaded)
+/// starts empty.
 #[derive(Debug)]
 pub struct ClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    verified: Verified,
+}
+
+/// How long a verified chain is remembered at most.
+pub(crate) const REMEMBER_FOR: u64 = 600;
+/// How many chains are remembered (each a few KiB); when full, the expired go, else all.
+const REMEMBERED: usize = 1024;
+
+/// Chains verified recently: hash of the DER → the DER (compared in full on a hit) and the Unix
+/// second after which the entry is not used.
+#[derive(Debug, Default)]
+struct Verified {
+    hasher: RandomState,
+    entries: Mutex<HashMap<u64, Remembered>>,
+}
+
+/// A verified chain's DER, and the Unix second from which it is not used.
+type Remembered = (Vec<Vec<u8>>, u64);
+
+impl Verified {
+    fn key(&self, end_entity: &[u8], intermediates: &[CertificateDer<'_>]) -> u64 {
+        self.hasher.hash_one((
+            end_entity,
+            intermediates.iter().map(|c| c.as_ref()).collect::<Vec<_>>(),
+        ))
+    }
+
+    fn contains(
+        &self,
+        key: u64,
+        end_entity: &[u8],
+        intermediates: &[CertificateDer<'_>],
+        now: u64,
+    ) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(&key).is_some_and(|(chain, until)| {
+            now < *until
+                && chain.len() == 1 + intermediates.len()
+                && chain[0] == end_entity
+                && chain[1..]
+                    .iter()
+                    .zip(intermediates)
+                    .all(|(a, b)| a.as_slice() == b.as_ref())
+        })
+    }
+
+    fn insert(&self, key: u64, end_entity: &[u8], intermediates: &[CertificateDer<'_>], now: u64) {
+        // The first expiry in the chain; a certificate that does not parse is not remembered.
+        let mut until = now.saturating_add(REMEMBER_FOR);
+        for der in std::iter::once(end_entity).chain(intermediates.iter().map(|c| c.as_ref())) {
+            let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+                return;
+            };
+            let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+            until = until.min(not_after);
+        }
+        let chain = std::iter::once(end_entity.to_vec())
+            .chain(intermediates.iter().map(|c| c.to_vec()))
+            .collect();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= REMEMBERED {
+            entries.retain(|_, (_, until)| now < *until);
+            if entries.len() >= REMEMBERED {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (chain, until));
+    }
 }
 
 impl ClientVerifier {
@@ -32,7 +109,10 @@ impl ClientVerifier {
         let inner = WebPkiClientVerifier::builder_with_provider(anchors.root_store(), provider)
             .build()
             .map_err(|e| Error::Untrusted(e.to_string()))?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            verified: Verified::default(),
+        })
     }
 }
 
@@ -55,6 +135,13 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        let key = self.verified.key(end_entity, intermediates);
+        if self
+            .verified
+            .contains(key, end_entity, intermediates, now.as_secs())
+        {
+            return Ok(ClientCertVerified::assertion());
+        }
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
@@ -64,6 +151,8 @@ impl ClientCertVerifier for ClientVerifier {
                 CertificateError::ApplicationVerificationFailure,
             ));
         }
+        self.verified
+            .insert(key, end_entity, intermediates, now.as_secs());
         Ok(verified)
     }
 
@@ -294,6 +383,72 @@ mod tests {
         // The foreign client trusts our root (so it finishes its side); we do not trust its.
         let err = handshake(&server, client_presenting(&ca, Some(&foreign))).unwrap_err();
         assert_eq!(Refusal::from_tls_error(&err), Refusal::UnknownCa, "{err}");
+    }
+
+    fn verify(
+        verifier: &ClientVerifier,
+        leaf: &crate::issue::Issued,
+        at: u64,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at));
+        verifier.verify_client_cert(&leaf.chain[0], &leaf.chain[1..], now)
+    }
+
+    fn unix_now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn a_remembered_chain_is_exactly_the_verified_one_and_never_outlives_its_validity() {
+        let ca = TestCa::new("verify.mesh");
+        let verifier = ClientVerifier::new(&ca.anchors(), tls_config::provider()).unwrap();
+        let leaf = ca.leaf("web.verify.mesh");
+        let now = unix_now();
+        verify(&verifier, &leaf, now).unwrap();
+        verify(&verifier, &leaf, now + 1).unwrap();
+        assert_eq!(verifier.verified.entries.lock().unwrap().len(), 1);
+        // Another leaf of the same name and a foreign chain are verified on their own.
+        let foreign = TestCa::new("verify.mesh").leaf("web.verify.mesh");
+        assert!(verify(&verifier, &foreign, now).is_err());
+        assert!(verify(&verifier, &foreign, now).is_err());
+        verify(&verifier, &ca.leaf("web.verify.mesh"), now).unwrap();
+        assert_eq!(verifier.verified.entries.lock().unwrap().len(), 2);
+        // A day later the leaf has expired: the remembered entry is not used, and webpki refuses.
+        let err = verify(&verifier, &leaf, now + 2 * 86_400).unwrap_err();
+        assert_eq!(Refusal::from_tls_error(&err), Refusal::Expired, "{err}");
+        // Nor is an entry used after REMEMBER_FOR, though the chain is still valid then.
+        let key = verifier.verified.key(&leaf.chain[0], &leaf.chain[1..]);
+        assert!(!verifier.verified.contains(
+            key,
+            &leaf.chain[0],
+            &leaf.chain[1..],
+            now + REMEMBER_FOR + 1
+        ));
+        assert!(
+            verifier
+                .verified
+                .contains(key, &leaf.chain[0], &leaf.chain[1..], now + 1)
+        );
+    }
+
+    #[test]
+    fn a_full_cache_drops_what_expired_and_keeps_working() {
+        let ca = TestCa::new("verify.mesh");
+        let verifier = ClientVerifier::new(&ca.anchors(), tls_config::provider()).unwrap();
+        let leaf = ca.leaf("web.verify.mesh");
+        let now = unix_now();
+        {
+            let mut entries = verifier.verified.entries.lock().unwrap();
+            for i in 0..REMEMBERED as u64 {
+                entries.insert(i, (Vec::new(), now - 1));
+            }
+        }
+        verify(&verifier, &leaf, now).unwrap();
+        assert_eq!(verifier.verified.entries.lock().unwrap().len(), 1);
+        verify(&verifier, &leaf, now).unwrap();
     }
 
     #[test]

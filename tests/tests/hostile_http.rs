@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use gateway::config::Config;
+use gateway::testing::eventually;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
@@ -323,4 +324,61 @@ async fn a_caller_that_never_reads_does_not_make_the_gateway_buffer_the_response
         buffered >> 20
     );
     drop(tls);
+}
+
+/// An idle HTTP/1 connection gives back hyper's buffers and is served again on its next request;
+/// bytes read with a request but not parsed go to the new connection. A request head left
+/// unfinished is still cut at the header read timeout: parking never restarts its clock for good.
+#[tokio::test]
+async fn a_parked_connection_serves_its_next_requests_and_a_stalled_head_is_still_cut() {
+    let (h, seen) = harness(|c| c.header_read_timeout = Duration::from_secs(3)).await;
+    let request = format!("GET /one HTTP/1.1\r\nhost: a\r\nl5d-dst-override: {SVC}\r\n\r\n");
+    let mut tls = h.client(CLIENT_ID, H1).connect().await.unwrap();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    read_until_answers(&mut tls, &mut answer, 1).await;
+    let parked = eventually(Duration::from_secs(10), || async {
+        h.metric_or_zero("gateway_http1_parked_connections ").await == 1
+    })
+    .await;
+    assert!(parked, "the idle connection parked");
+    // Two pipelined requests, then the start of a third that never ends.
+    let two = format!(
+        "{}{}GET /stalled HTTP/1.1\r\nl5d-dst",
+        request.replace("/one", "/two"),
+        request.replace("/one", "/three")
+    );
+    tls.write_all(two.as_bytes()).await.unwrap();
+    let mut answers = String::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answers.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    })
+    .await;
+    assert_eq!(answers.matches("\r\n\r\nok").count(), 2, "{answers}");
+    assert!(closed.is_ok(), "the stalled head is cut: {answers}");
+    let paths: Vec<_> = seen.lock().unwrap().clone();
+    assert_eq!(paths.len(), 3, "{paths:?}");
+}
+
+/// Reads from `tls` into `answer` until it holds `count` complete small responses.
+async fn read_until_answers<IO: tokio::io::AsyncRead + Unpin>(
+    tls: &mut IO,
+    answer: &mut String,
+    count: usize,
+) {
+    let mut buf = [0u8; 4096];
+    while answer.matches("\r\n\r\nok").count() < count {
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed early: {answer}");
+        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
 }

@@ -142,7 +142,12 @@ fn client_config(tls: &Tls, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>, Er
     }
     let chain = CertificateDer::pem_file_iter(&tls.cert)?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(&tls.key)?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // oha's rustls has its default features, so it offers X25519MLKEM768 first (with an X25519
+    // share); this workspace's rustls is built without `prefer-post-quantum`: say it explicitly.
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    use rustls::crypto::aws_lc_rs::kx_group as kx;
+    provider.kx_groups = vec![kx::X25519MLKEM768, kx::X25519, kx::SECP256R1, kx::SECP384R1];
+    let provider = Arc::new(provider);
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

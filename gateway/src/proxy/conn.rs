@@ -63,6 +63,7 @@ pub async fn serve<IO>(
                 accepted.stream,
                 (peer.clone(), remote),
                 Routing::PerRequest,
+                accepted.alpn == Alpn::Http1,
             )
             .await
         }
@@ -111,6 +112,7 @@ where
                 io,
                 (peer.clone(), remote),
                 Routing::Fixed(target),
+                header.protocol == SessionProtocol::Http1,
             )
             .await
         }

@@ -31,6 +31,7 @@ use crate::metrics::{Allowed, DstLabels, Label, RouteCache};
 use crate::target::Target;
 use crate::upstream::{Names, Needs, Service};
 
+mod idle;
 mod respond;
 mod rewrite;
 
@@ -139,6 +140,8 @@ struct Session {
     cache: std::sync::Mutex<Cache>,
     /// Notified when an error must close the downstream connection.
     close: Notify,
+    /// Requests in flight (an idle HTTP/1 connection gives back its buffers).
+    busy: idle::Busy,
 }
 
 /// Serves HTTP on an authenticated stream until the peer closes, a fatal error closes it, or
@@ -151,6 +154,7 @@ pub async fn serve<IO>(
     io: IO,
     (peer, remote): (IdentityName, std::net::SocketAddr),
     routing: Routing,
+    http1_only: bool,
 ) -> Result<(), Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -169,6 +173,7 @@ where
         routing,
         shared,
         close: Notify::new(),
+        busy: idle::Busy::default(),
     });
     let service = {
         let session = session.clone();
@@ -178,16 +183,28 @@ where
         })
     };
     let limits = &session.shared.limits;
+    // hyper's own HTTP/1 builder and hyper-util's (auto-detecting) one take the same settings.
+    macro_rules! http1_settings {
+        ($builder:expr) => {
+            $builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .preserve_header_case(limits.preserve_header_case)
+                .max_headers(MAX_HEADERS)
+                .max_buf_size(crate::upstream::buffer_for(parser_limit(
+                    limits.max_header_list_size,
+                )))
+        };
+    }
+    if http1_only {
+        // ALPN `http/1.1`, or a transport header announcing HTTP/1: no HTTP/2 to detect, and
+        // the connection can give back its buffers while it idles.
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        http1_settings!(builder);
+        return idle::serve(&session, &builder, io, service).await;
+    }
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .preserve_header_case(limits.preserve_header_case)
-        .max_headers(MAX_HEADERS)
-        .max_buf_size(crate::upstream::buffer_for(parser_limit(
-            limits.max_header_list_size,
-        )));
+    http1_settings!(builder.http1());
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -216,6 +233,7 @@ where
 
 impl Session {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<InFlight> {
+        let busy = self.busy.enter();
         let start = Instant::now();
         let mut span = self.shared.tracing.as_ref().and_then(|t| {
             t.start_span(
@@ -307,6 +325,7 @@ impl Session {
         response.map(|body| InFlight {
             body,
             _permit: permit,
+            _busy: busy,
             log,
         })
     }
@@ -658,6 +677,7 @@ struct Logged {
 pub struct InFlight {
     body: Body,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _busy: idle::BusyGuard,
     log: Option<Box<Logged>>,
 }
 
