@@ -535,7 +535,7 @@ async def hold_connections(d: Path, port, count):
     results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
     errors = [r for r in results if isinstance(r, Exception)]
     # Idle means idle: let the server finish its side of the last handshakes and every target's
-    # idle handling act (meshgate parks an HTTP/1 connection after 1 s without traffic).
+    # idle handling act (meshgate parks an HTTP/1 connection after 250–500 ms without traffic).
     await asyncio.sleep(2.5)
     return writers, errors
 

@@ -25,9 +25,9 @@ if [ ! -x "$envoy" ]; then
   chmod +x "$envoy"
 fi
 command -v oha >/dev/null 2>&1 || cargo install oha --version 1.16.0 --locked
-(cd "$top" && cargo build --release --locked -p meshgate)
+(cd "$top" && cargo build --release --locked -p meshgate -p gateway-benches --bin meshgate --bin l5d-load)
 
 # 10,000 idle connections need descriptors on both sides (hard limit here: 20,000).
 ulimit -n "$(ulimit -Hn)"
 exec python3 "$here/harness.py" --work "$work" --meshgate "$top/target/release/meshgate" \
-  --envoy "$envoy" --out "$top/benches/RESULTS.md" "$@"
+  --load "$top/target/release/l5d-load" --envoy "$envoy" --out "$top/benches/RESULTS.md" "$@"

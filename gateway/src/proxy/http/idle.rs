@@ -25,7 +25,7 @@ use super::{Error, InFlight, Session};
 use crate::transport_header::PrefixedIo;
 
 /// How long an HTTP/1 connection must be idle before it gives back hyper's buffers.
-pub(super) const RELEASE_IDLE: Duration = Duration::from_secs(1);
+pub(super) const RELEASE_IDLE: Duration = Duration::from_millis(250);
 
 /// Requests of one connection whose responses have not been sent in full.
 #[derive(Debug, Default)]
