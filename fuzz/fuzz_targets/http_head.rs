@@ -88,6 +88,8 @@ fuzz_target!(|data: &[u8]| {
             server,
             (world.peer.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 1))),
             Routing::PerRequest,
+            // As an ALPN `http/1.1` caller meets it: hyper's HTTP/1 alone, with parking.
+            true,
         ));
         let exchange = async {
             // Write while reading, so large answers cannot block the writer.
